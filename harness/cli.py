@@ -1,0 +1,128 @@
+"""`python -m harness`: subcommands only: parse, call one function, print, return an exit code.
+
+Exit codes: 0 all good; 1 something ran and failed; 2 the input was wrong and nothing ran.
+Nothing heavy is imported at start-up (torch, mlflow and pandas load inside the commands), so
+`--help` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import UserError
+
+EXAMPLES = """\
+examples:
+  python -m harness run suites/kernels.yaml             run the kernel study on the best device
+  python -m harness run suites/kernels.yaml -k corr2d   only experiments whose name contains corr2d
+  python -m harness list suites/kernels.yaml            what would run, after matrix expansion
+  python -m harness env                                 what this machine is
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Benchmark and reproduce the convolutional networks of d2l chapters 7-8.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a suite, log it to MLflow, write results and a report")
+    run.add_argument("suite", type=Path, help="suite YAML file, e.g. suites/kernels.yaml")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="auto (default) picks CUDA when present")
+    run.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
+                     help="results root (default: results/); each run writes DIR/<suite>/<UTC time>-<id>/")
+    run.add_argument("--tracking-uri", metavar="URI",
+                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///DIR/mlflow.db)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (results are still written)")
+    _add_selection(run)
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed experiment")
+
+    lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion")
+    lst.add_argument("suite", type=Path)
+    _add_selection(lst)
+
+    env = sub.add_parser("env", help="what this machine is: python, torch, CUDA, cuDNN, GPU, git")
+    env.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis)")
+    p.add_argument("-k", dest="select", metavar="SUBSTRING", help="only experiments whose name contains SUBSTRING")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: partial results were written; open MLflow runs ended as KILLED", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args) -> int:
+    from harness.determinism import prepare_process
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite, seed=args.seed, select=args.select)  # all input checks first
+    prepare_process()  # before CUDA starts
+    from harness import runner
+
+    device = runner.resolve_device(args.device)
+    tracker = runner.make_tracker(not args.no_tracking, args.tracking_uri, args.out)
+    outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
+                               fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [])
+    failed = sum(r["status"] == "failed" for r in outcome.rows)
+    print(f"{len(outcome.rows)} rows, {failed} failed -> {outcome.run_dir}")
+    print(f"report: {outcome.run_dir / 'report.md'}")
+    if tracker.tracking_uri:
+        print(f"MLflow: {tracker.tracking_uri} (experiment {suite.name!r}, run {outcome.run_dir.name})")
+    return outcome.exit_code
+
+
+def argv_is_cli() -> bool:
+    return Path(sys.argv[0]).name in ("__main__.py", "harness")
+
+
+def cmd_list(args) -> int:
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite, seed=args.seed, select=args.select)
+    total = 0
+    print(f"{suite.name}: {suite.description}".rstrip(": "))
+    for exp in suite.experiments:
+        spec = exp.spec
+        if spec.kind == "kernel":
+            n_cases = len(spec.cases())
+            n = n_cases * len(spec.variants)
+            what = (f"kernel {spec.kernel}: {', '.join(spec.variants)} (baseline {spec.baseline_variant}) "
+                    f"x {n_cases} sizes, {spec.dtype}")
+        else:
+            n, what = 1, f"lr {spec.lr}, {spec.iterations} iterations"
+        total += n
+        print(f"  {exp.id:<28} {spec.kind:<13} seed {spec.seed:<3} {what}  [{n} rows]")
+    print(f"{len(suite.experiments)} experiments, {total} rows")
+    return 0
+
+
+def cmd_env(args) -> int:
+    import json
+
+    from harness import envinfo
+
+    info = envinfo.collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "env": cmd_env}

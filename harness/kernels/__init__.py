@@ -1,0 +1,35 @@
+"""Convolution kernels of d2l ch. 7 as benchmarkable families.
+
+Importing this package registers every family in `KERNELS`:
+
+    from harness.kernels import KERNELS
+    fam = KERNELS.get("corr2d")
+    case = fam.case(input=(32, 32), kernel=(3, 3))
+
+Note: the seed function `corr2d` is exported here under the book's name, so the attribute
+`harness.kernels.corr2d` is that function, not the family module; import the module with
+`from harness.kernels.corr2d import ...` (or use the registry).
+"""
+from harness.kernels.base import KERNELS, Case, Family, Variant
+from harness.kernels import corr2d as _corr2d_family, channels, pool  # noqa: F401 (registers)
+from harness.kernels.learn import learn_edge_kernel
+from harness.kernels.seed import (
+    corr2d,
+    corr2d_multi_in,
+    corr2d_multi_in_out,
+    corr2d_multi_in_out_1x1,
+    pool2d,
+)
+
+__all__ = [
+    "KERNELS",
+    "Case",
+    "Family",
+    "Variant",
+    "corr2d",
+    "corr2d_multi_in",
+    "corr2d_multi_in_out",
+    "corr2d_multi_in_out_1x1",
+    "pool2d",
+    "learn_edge_kernel",
+]

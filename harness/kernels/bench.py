@@ -1,0 +1,112 @@
+"""Turns kernel experiments into tasks the runner executes one by one.
+
+A kernel task is one variant at one size point: cap it if it is a Python loop over too many
+pixels, check it against the float64 reference on fresh random inputs (a wrong variant is a
+failed row, never a fast one), then time it on other inputs. Speedups against the baseline
+variant are filled in once every task of the experiment has run.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from harness.determinism import derive_seed
+
+DEFAULT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: its row fields known in advance, and `run(log)` for the measured ones.
+    `log(metrics, step)` sends per-step metrics to the task's MLflow run."""
+
+    fields: dict
+    params: dict
+    run: Callable[[Callable[[dict, int], None]], dict]
+
+
+def kernel_tasks(exp, device) -> list[Task]:
+    from harness.kernels import KERNELS
+
+    spec = exp.spec
+    family = KERNELS.get(spec.kernel)
+    tasks = []
+    for case in spec.cases():
+        for name in spec.variants:
+            variant = family.variants[name]
+            fields = {"family": family.name, "variant": name, "size": case.label(),
+                      "params": json.dumps(case.model_dump(mode="json")), "dtype": spec.dtype,
+                      "baseline": spec.baseline_variant, "code_hash": variant.code_hash,
+                      "flops": float(case.flops())}
+            params = {"kernel": family.name, "variant": name, "size": case.label(),
+                      **case.model_dump(mode="json"), "dtype": spec.dtype,
+                      "min_run_time_s": spec.min_run_time_s, "seed": spec.seed}
+            tasks.append(Task(fields, params, partial(_run_one, spec, family, variant, case, device)))
+    return tasks
+
+
+def _run_one(spec, family, variant, case, device, log) -> dict:
+    import torch
+
+    from harness.timing import time_call
+
+    dtype = getattr(torch, spec.dtype)
+    iters = case.loop_iters()
+    if variant.python_loop and iters > spec.loop_max_iters:
+        return {"status": "capped", "error": f"not run: {iters:,} Python loop iterations > "
+                                             f"loop_max_iters={spec.loop_max_iters:,}"}
+
+    check_gen = torch.Generator().manual_seed(derive_seed(spec.seed, family.name, case.label(), "check"))
+    inputs = family.make_inputs(case, check_gen, dtype, device)
+    out = variant.fn(case, *inputs)
+    ref = family.reference(case, *(x.detach().double().cpu() for x in inputs))
+    tol = (spec.tolerance or DEFAULT_TOLERANCE[spec.dtype]) * max(1.0, ref.abs().max().item())
+    if tuple(out.shape) != tuple(ref.shape):
+        return {"status": "failed", "tolerance": tol,
+                "error": f"wrong output shape {tuple(out.shape)}, reference {tuple(ref.shape)}"}
+    err = (out.detach().double().cpu() - ref).abs().max().item() if ref.numel() else 0.0
+    if not err <= tol:  # also catches NaN
+        return {"status": "failed", "max_abs_err": err, "tolerance": tol,
+                "error": f"wrong result: max abs error {err:.3g} > tolerance {tol:.3g}"}
+
+    time_gen = torch.Generator().manual_seed(derive_seed(spec.seed, family.name, case.label(), "time"))
+    inputs = family.make_inputs(case, time_gen, dtype, device)
+    t = time_call(partial(variant.fn, case, *inputs), min_run_time_s=spec.min_run_time_s,
+                  threads=spec.threads, label=f"{family.name}/{variant.name}")
+    return {"status": "ok", "max_abs_err": err, "tolerance": tol, "time_median_s": t.median_s,
+            "time_iqr_s": t.iqr_s, "n_measurements": t.n, "threads": t.threads,
+            "gflops": case.flops() / t.median_s / 1e9}
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """speedup = baseline variant's median / this row's median, per (size, seed); NaN where
+    either side has no time (failed or capped)."""
+    base = {(r["size"], r["seed"]): r.get("time_median_s") for r in rows if r["variant"] == r["baseline"]}
+    for r in rows:
+        b, t = base.get((r["size"], r["seed"])), r.get("time_median_s")
+        r["speedup"] = b / t if b and t and not (math.isnan(b) or math.isnan(t)) else math.nan
+
+
+def learn_tasks(exp, device) -> list[Task]:
+    spec = exp.spec
+    fields = {"family": "learn_kernel", "variant": "sgd", "size": "X=6x8 K=1x2", "dtype": "float32",
+              "params": json.dumps({"lr": spec.lr, "iterations": spec.iterations})}
+    params = {"lr": spec.lr, "iterations": spec.iterations, "seed": spec.seed}
+    return [Task(fields, params, partial(_learn, spec, device))]
+
+
+def _learn(spec, device, log) -> dict:
+    from harness.kernels import learn_edge_kernel
+
+    out = learn_edge_kernel(lr=spec.lr, iterations=spec.iterations, seed=spec.seed, device=str(device))
+    for step, loss in enumerate(out["losses"], start=1):
+        log({"loss": loss}, step)
+    return {"status": "ok", "loss_final": out["losses"][-1],
+            "learned_kernel": json.dumps([round(w, 6) for w in out["kernel"]])}
+
+
+TASKS = {"kernel": kernel_tasks, "learn_kernel": learn_tasks}
+FINALIZE = {"kernel": add_speedups}

@@ -1,0 +1,132 @@
+"""The results table: one row per experiment x variant x size x seed, with fixed columns.
+
+This module owns the columns (name, dtype, unit, meaning) and the schema version; files are
+written atomically (temp file + rename) as results.csv and results.parquet, and a file with
+another schema version is refused with an instruction rather than misread.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from harness.errors import UserError
+
+SCHEMA_VERSION = 1
+
+# name: (pandas dtype, meaning with unit)
+COLUMNS: dict[str, tuple[str, str]] = {
+    "schema_version": ("Int64", "version of this column set"),
+    "suite": ("string", "suite name"),
+    "run_id": ("string", "invocation id: <UTC time>-<short id>, also the run directory's name"),
+    "experiment": ("string", "experiment id (name, plus [field=value] under a matrix)"),
+    "kind": ("string", "experiment kind: kernel | learn_kernel"),
+    "family": ("string", "kernel family (corr2d, ...) or the experiment kind"),
+    "variant": ("string", "implementation compared (loop, vectorized, native, ...)"),
+    "size": ("string", "human label of the size point, e.g. 'in=32x32 k=3x3'"),
+    "params": ("string", "the size point as JSON (machine-readable shape columns)"),
+    "seed": ("Int64", "seed of the experiment"),
+    "device": ("string", "cpu | cuda"),
+    "device_name": ("string", "CPU model or GPU name"),
+    "dtype": ("string", "tensor dtype timed"),
+    "threads": ("Int64", "CPU threads torch used while timing"),
+    "determinism": ("string", "determinism mode in force: strict | fast"),
+    "status": ("string", "ok | failed | capped (a Python-loop variant over loop_max_iters, not run)"),
+    "error": ("string", "why the row failed or was capped; empty when ok"),
+    "time_median_s": ("float64", "median seconds per call"),
+    "time_iqr_s": ("float64", "interquartile range of seconds per call"),
+    "n_measurements": ("Int64", "timed blocks behind the median (each the mean of several calls)"),
+    "max_abs_err": ("float64", "max |variant - float64 reference| on fresh random inputs"),
+    "tolerance": ("float64", "allowed max_abs_err (tolerance x max(1, max|reference|))"),
+    "flops": ("float64", "arithmetic operations per call (multiply-add = 2)"),
+    "gflops": ("float64", "flops / time_median_s / 1e9"),
+    "speedup": ("float64", "baseline variant's median time / this variant's, same size and seed"),
+    "baseline": ("string", "the variant speedups are measured against"),
+    "code_hash": ("string", "sha256 prefix of the variant's source: different code, not comparable"),
+    "loss_final": ("float64", "learn_kernel: summed squared error after the last iteration"),
+    "learned_kernel": ("string", "learn_kernel: learned weights as JSON"),
+    "git_commit": ("string", "commit of the harness checkout (None outside git)"),
+    "git_dirty": ("boolean", "uncommitted changes in the checkout"),
+    "started_at": ("string", "UTC ISO-8601 time the row's work started"),
+    "wall_s": ("float64", "seconds the row took, checks and timing included"),
+    "mlflow_run_id": ("string", "MLflow child run id (empty without tracking)"),
+}
+
+
+def to_frame(rows: list[dict]):
+    """Rows -> DataFrame with exactly COLUMNS, in order, with their dtypes."""
+    import pandas as pd
+
+    unknown = {k for row in rows for k in row} - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"results rows carry columns not in the schema: {sorted(unknown)}")
+    df = pd.DataFrame([{**row, "schema_version": SCHEMA_VERSION} for row in rows], columns=list(COLUMNS))
+    return df.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
+
+
+def save(rows: list[dict], run_dir: Path):
+    """Write results.csv and results.parquet atomically; returns the DataFrame written."""
+    df = to_frame(rows)
+    atomic_write(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write(run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
+    return df
+
+
+def load(path: Path | str):
+    """Read a results file (.csv or .parquet, or a run directory holding one), schema-checked."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        path = next((p for p in (path / "results.parquet", path / "results.csv") if p.exists()), path / "results.parquet")
+    if not path.exists():
+        raise UserError(f"{path}: no such results file")
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+    versions = set(df["schema_version"].astype(str)) if "schema_version" in df else set()
+    if versions != {str(SCHEMA_VERSION)}:
+        found = ", ".join(sorted(versions)) or "none"
+        raise UserError(f"{path}: results schema_version {found}, this harness reads {SCHEMA_VERSION}; "
+                        f"re-run the suite with this version, or read it with the harness that wrote it")
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: not a harness results file (missing columns: {', '.join(missing)})")
+    df = df[list(COLUMNS)].replace({"": None}) if path.suffix == ".csv" else df[list(COLUMNS)]
+    return df.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call write(tmp) on a temp file beside `path`, then rename it over `path`: readers see the
+    old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def columns_markdown() -> str:
+    """The documented columns, for README/report."""
+    lines = ["| column | dtype | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{name}` | {dtype} | {doc} |" for name, (dtype, doc) in COLUMNS.items()]
+    return "\n".join(lines)

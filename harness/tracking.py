@@ -1,0 +1,196 @@
+"""MLflow tracking: an experiment per suite, a parent run per invocation, a child per experiment.
+
+The only module in the project that imports mlflow; the runner imports it lazily, and
+`--no-tracking` uses `harness.tracking_null.NullTracker` instead, so mlflow is never imported then.
+Built on `MlflowClient` alone (no fluent `mlflow.start_run`), so no global active-run state leaks
+between runs or tests. Everything is logged with `log_batch`: one `log_metric` call is a separate
+SQLite transaction and costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from harness.errors import UserError
+
+__all__ = ["MlflowTracker", "default_tracking_uri", "flatten"]
+
+log = logging.getLogger(__name__)
+
+# Limits from mlflow.utils.validation (mlflow 2.16 - 3.x); a batch past them is rejected whole.
+MAX_PARAM_VAL_LENGTH = 6000
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def default_tracking_uri(results_root: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else an embedded SQLite store at `<results_root>/mlflow.db`."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = Path(results_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dicts to dotted keys, with every value a string MLflow accepts as a param.
+
+    Lists and tuples become JSON, None becomes "null", an empty dict "{}"; values longer than
+    MLflow's param limit (6000 characters) are truncated rather than rejected.
+    """
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, prefix=f"{name}."))
+            continue
+        if isinstance(value, dict):
+            text = "{}"
+        elif isinstance(value, (list, tuple)):
+            text = json.dumps(value, default=str)
+        elif value is None:
+            text = "null"
+        else:
+            text = str(value)
+        out[name] = text[:MAX_PARAM_VAL_LENGTH]
+    return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _batches(metrics: list, params: list, tags: list):
+    """Split entities into batches within MLflow's per-kind and total limits."""
+    while metrics or params or tags:
+        p, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+        t, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
+        n = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(p) - len(t))
+        m, metrics = metrics[:n], metrics[n:]
+        yield m, p, t
+
+
+class MlflowTracker:
+    """Logs one invocation of a suite to MLflow.
+
+    `start` opens the parent run, `start_child` a child per experiment; `end` closes a run with
+    its status, and `close` marks every run still open as KILLED (Ctrl-C, crash).
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: Path):
+        self.tracking_uri = tracking_uri
+        self.artifact_root = Path(artifact_root)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = ""
+        self.parent_run_id = ""
+        self._open: list[str] = []  # in start order; close() ends children before the parent
+
+    def start(self, suite: str, run_name: str, params: dict, tags: dict) -> str:
+        """Get or create the suite's experiment, open the parent run, log params and tags."""
+        self.experiment_id = self._experiment_id(suite)
+        run = self.client.create_run(self.experiment_id, start_time=_now_ms(), run_name=run_name)
+        self.parent_run_id = run.info.run_id
+        self._open.append(self.parent_run_id)
+        self._log(self.parent_run_id, params=params, tags=tags)
+        return self.parent_run_id
+
+    def start_child(self, name: str, params: dict, tags: dict) -> str:
+        """Open a child run of the parent in the same experiment; log its params and tags."""
+        if not self.parent_run_id:
+            raise RuntimeError("start_child() called before start()")
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=_now_ms(),
+            tags={PARENT_RUN_TAG: self.parent_run_id},
+            run_name=name,
+        )
+        run_id = run.info.run_id
+        self._open.append(run_id)
+        self._log(run_id, params=params, tags=tags)
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log metrics at one step (0 when None) in as few batches as MLflow allows.
+
+        None values are skipped (a metric that was not measured); NaN and inf are logged as is.
+        """
+        ts = _now_ms()
+        entities = [
+            Metric(key, float(value), ts, step or 0)
+            for key, value in metrics.items()
+            if value is not None
+        ]
+        for m, _, _ in _batches(entities, [], []):
+            self.client.log_batch(run_id, metrics=m)
+
+    def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
+        """Log files at the artifact root, and directories as a folder of the same name."""
+        for path in map(Path, paths):
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            elif path.is_file():
+                self.client.log_artifact(run_id, str(path))
+            else:
+                raise FileNotFoundError(f"artifact not found: {path}")
+
+    def end(self, run_id: str, status: str) -> None:
+        """Close a run as FINISHED, FAILED or KILLED."""
+        if status not in END_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(END_STATUSES)}, got {status!r}")
+        self.client.set_terminated(run_id, status=status, end_time=_now_ms())
+        if run_id in self._open:
+            self._open.remove(run_id)
+
+    def close(self) -> None:
+        """End every run this tracker opened and did not end as KILLED; safe to call twice.
+
+        Used on Ctrl-C or a crash, so a failure here is logged, not raised over the original error.
+        """
+        for run_id in reversed(list(self._open)):
+            try:
+                self.end(run_id, "KILLED")
+            except Exception:  # noqa: BLE001 - cleanup must reach every run
+                log.warning("could not mark MLflow run %s as KILLED", run_id, exc_info=True)
+                self._open.remove(run_id)
+
+    def _experiment_id(self, suite: str) -> str:
+        exp = self.client.get_experiment_by_name(suite)
+        if exp is None:
+            # Without an explicit artifact_location a SQLite store puts artifacts in ./mlruns.
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
+            location = self.artifact_root.resolve().as_uri()
+            try:
+                return self.client.create_experiment(suite, artifact_location=location)
+            except MlflowException:
+                # Another process created it between our lookup and create.
+                exp = self.client.get_experiment_by_name(suite)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage != "active":
+            raise UserError(
+                f"MLflow experiment {suite!r} (id {exp.experiment_id}) is deleted in "
+                f"{self.tracking_uri}: restore it with `MLFLOW_TRACKING_URI={self.tracking_uri} "
+                f"mlflow experiments restore --experiment-id {exp.experiment_id}`, "
+                f"or purge it with `mlflow gc --backend-store-uri {self.tracking_uri}`"
+            )
+        return exp.experiment_id
+
+    def _log(self, run_id: str, params: dict, tags: dict) -> None:
+        p = [Param(k, v) for k, v in flatten(params).items()]
+        t = [RunTag(k, v) for k, v in flatten(tags).items()]
+        for _, pb, tb in _batches([], p, t):
+            self.client.log_batch(run_id, params=pb, tags=tb)
+
