@@ -83,7 +83,7 @@ def load(path: Path | str):
         path = next((p for p in (path / "results.parquet", path / "results.csv") if p.exists()), path / "results.parquet")
     if not path.exists():
         raise UserError(f"{path}: no such results file")
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
     versions = set(df["schema_version"].astype(str)) if "schema_version" in df else set()
     if versions != {str(SCHEMA_VERSION)}:
         found = ", ".join(sorted(versions)) or "none"
@@ -92,7 +92,10 @@ def load(path: Path | str):
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{path}: not a harness results file (missing columns: {', '.join(missing)})")
-    df = df[list(COLUMNS)].replace({"": None}) if path.suffix == ".csv" else df[list(COLUMNS)]
+    df = df[list(COLUMNS)]
+    if path.suffix == ".csv":  # CSV holds text: booleans come back as "True"/"False"
+        bools = [n for n, (dtype, _) in COLUMNS.items() if dtype == "boolean"]
+        df[bools] = df[bools].apply(lambda col: col.map({"True": True, "False": False}))
     return df.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
 
 

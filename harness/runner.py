@@ -94,7 +94,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run_dir, fail_fast) -> N
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     plans = [(exp, TASKS[exp.spec.kind](exp, device)) for exp in suite.experiments]
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # one line per row, also in CI logs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(suite.name, total=sum(len(tasks) for _, tasks in plans))

@@ -6,7 +6,11 @@ migrated once per session and each test gets its own copy of the file.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -28,3 +32,24 @@ def mlflow_uri(tmp_path: Path, _migrated_store: Path) -> str:
     path = tmp_path / "mlflow.db"
     shutil.copyfile(_migrated_store, path)
     return f"sqlite:///{path}"
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test logs into a user's MLflow server or store by accident."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` in a real subprocess, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path

@@ -1,0 +1,210 @@
+"""A suite run end to end: the run directory, the results, exit codes, failure isolation, and what
+lands in a real MLflow SQLite store."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, run_cli, write_suite
+
+from harness import results
+
+E2E = """
+suite: e2e
+defaults: {min_run_time_s: 0.01}
+experiments:
+  - name: corr
+    kind: kernel
+    kernel: corr2d
+    variants: [loop, vectorized, native]
+    baseline: loop
+    loop_max_iters: 100            # in=16x16 has 240 (k=1x2) and 196 (k=3x3) output pixels: capped
+    sizes: {input: [[6, 8], [16, 16]], kernel: [[1, 2], [3, 3]]}
+  - name: learn
+    kind: learn_kernel
+  - name: wrong                    # float32 cannot meet this tolerance: a failed row, not a fast one
+    kind: kernel
+    kernel: conv1x1
+    variants: [matmul]
+    tolerance: 1.0e-15
+    sizes: {channels_in: [8], channels_out: [4], input: [[5, 5]]}
+"""
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, _migrated_store):
+    """One real `python -m harness run` of the E2E suite, shared by the tests below."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    shutil.copyfile(_migrated_store, tmp / "mlflow.db")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    write_suite(tmp / "e2e.yaml", E2E)
+    proc = run_cli("run", "e2e.yaml", "--device", "cpu", "--out", tmp / "results", "--tracking-uri", uri, cwd=tmp)
+    run_dirs = list((tmp / "results" / "e2e").iterdir())
+    return proc, run_dirs, uri, tmp
+
+
+def test_a_failed_row_makes_exit_1_and_the_others_still_run(e2e):
+    proc, run_dirs, _, _ = e2e
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(run_dirs) == 1
+    df = results.load(run_dirs[0])
+    assert len(df) == 4 * 3 + 1 + 1
+    by = {(r.experiment, r.variant, r.size): r for r in df.itertuples()}
+    wrong = by[("wrong", "matmul", "ci=8 co=4 in=5x5")]
+    assert wrong.status == "failed" and wrong.error.startswith("wrong result: max abs error")
+    assert math.isnan(wrong.time_median_s)  # a wrong variant is never timed
+    assert wrong.max_abs_err > wrong.tolerance
+    assert set(df[df.experiment == "corr"].status) == {"ok", "capped"}
+
+
+def test_run_directory_holds_every_output(e2e):
+    _, run_dirs, _, tmp = e2e
+    run_dir = run_dirs[0]
+    assert {p.name for p in run_dir.iterdir()} == {"results.csv", "results.parquet", "report.md", "env.json",
+                                                   "suite.yaml", "steps.csv"}
+    assert not list(tmp.glob("mlruns")) and not list(REPO.glob("mlruns"))
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["device"] == "cpu" and env["torch"] and env["cpu_count"]
+    resolved = (run_dir / "suite.yaml").read_text()
+    assert "min_run_time_s: 0.01" in resolved and "determinism: strict" in resolved
+
+
+def test_kernel_rows_are_checked_timed_and_compared(e2e):
+    _, run_dirs, _, _ = e2e
+    df = results.load(run_dirs[0])
+    corr = df[df.experiment == "corr"]
+    ok = corr[corr.status == "ok"]
+    assert (ok.max_abs_err <= ok.tolerance).all()
+    assert (ok.time_median_s > 0).all() and (ok.n_measurements >= 3).all() and (ok.time_iqr_s >= 0).all()
+    assert (ok.gflops - ok.flops / ok.time_median_s / 1e9).abs().max() < 1e-9
+    loops = ok[ok.variant == "loop"].set_index("size")
+    assert sorted(loops.index) == ["in=6x8 k=1x2", "in=6x8 k=3x3"]  # 16x16 has 240 and 196 iterations
+    for r in ok[ok["size"].isin(loops.index)].itertuples():
+        assert r.speedup == pytest.approx(loops.loc[r.size, "time_median_s"] / r.time_median_s)
+    capped = corr[corr.status == "capped"]
+    assert list(capped.variant) == ["loop", "loop"]
+    assert capped.error.str.contains("Python loop iterations > loop_max_iters=100").all()
+    assert capped.speedup.isna().all() and corr[corr["size"].str.startswith("in=16x16")].speedup.isna().all()
+    assert set(df.code_hash.dropna().str.len()) == {16}
+    assert set(df.determinism) == {"strict"} and set(df.device) == {"cpu"} and (df.threads >= 1).all()
+
+
+def test_report_shows_speedups_and_the_cap(e2e):
+    _, run_dirs, _, _ = e2e
+    report = (run_dirs[0] / "report.md").read_text()
+    assert "## corr — kernel `corr2d`" in report and "Speedup over `loop`:" in report
+    assert "| in=16x16 k=3x3 | capped" in report
+    assert "- `loop` at in=16x16 k=3x3: **capped** — not run: 196 Python loop iterations > loop_max_iters=100" in report
+    assert "learned kernel [" in report and "loss per iteration:" in report
+
+
+def test_learn_kernel_reports_the_loss_per_iteration(e2e):
+    _, run_dirs, _, _ = e2e
+    import pandas as pd
+
+    steps = pd.read_csv(run_dirs[0] / "steps.csv")
+    losses = steps[(steps.experiment == "learn") & (steps.metric == "loss")].sort_values("step")
+    assert list(losses.step) == list(range(1, 11))
+    assert losses.value.is_monotonic_decreasing
+    row = results.load(run_dirs[0]).set_index("experiment").loc["learn"]
+    w = json.loads(row.learned_kernel)
+    assert abs(w[0] - 1) < 0.15 and abs(w[1] + 1) < 0.15
+    assert row.loss_final == pytest.approx(losses.value.iloc[-1], rel=1e-6)
+
+
+def test_mlflow_holds_parent_children_metrics_tags_and_statuses(e2e):
+    from mlflow.tracking import MlflowClient
+
+    _, run_dirs, uri, _ = e2e
+    df = results.load(run_dirs[0])
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_name == run_dirs[0].name
+    parent = parents[0]
+    assert parent.info.status == "FAILED"  # one row failed
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.info.run_id for c in children) == sorted(df.mlflow_run_id)
+    for tag in ("torch", "cpu_model", "device", "git_commit", "host"):
+        assert tag in parent.data.tags
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "report.md", "env.json", "suite.yaml"} <= artifacts
+    assert exp.artifact_location.startswith("file://") and "mlartifacts" in exp.artifact_location
+
+    by_id = {c.info.run_id: c for c in children}
+    for r in df.itertuples():
+        child = by_id[r.mlflow_run_id]
+        assert child.info.status == ("FAILED" if r.status == "failed" else "FINISHED")
+        assert child.data.tags["determinism"] == "strict" and child.data.tags["variant"] == r.variant
+        assert child.data.tags["spec_hash"] and child.data.params["seed"] == "0"
+        if r.status == "ok" and r.kind == "kernel":
+            assert child.data.metrics["time_median_s"] == pytest.approx(r.time_median_s)
+            assert child.data.params["variant"] == r.variant
+    learn = by_id[df.set_index("experiment").loc["learn", "mlflow_run_id"]]
+    history = client.get_metric_history(learn.info.run_id, "loss")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 11))
+
+
+def test_a_raising_task_is_a_failed_row_and_the_suite_goes_on(tmp_path, monkeypatch):
+    from harness.kernels import KERNELS
+    from harness.kernels.base import Variant
+    from harness.runner import run_suite
+    from harness.suite import load_suite
+    from harness.tracking_null import NullTracker
+
+    family = KERNELS.get("corr2d")
+
+    def boom(case, X, K):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(family.variants, "vectorized", Variant("vectorized", boom))
+    path = write_suite(tmp_path / "s.yaml", """
+        suite: iso
+        defaults: {min_run_time_s: 0.01}
+        experiments:
+          - {name: a, kind: kernel, kernel: corr2d, variants: [vectorized, native], sizes: {input: [[5, 5]], kernel: [[2, 2]]}}
+          - {name: b, kind: learn_kernel, iterations: 2}
+    """)
+    outcome = run_suite(load_suite(path), device="cpu", out_root=tmp_path / "r", tracker=NullTracker())
+    assert outcome.exit_code == 1
+    assert [(r["experiment"], r["variant"], r["status"]) for r in outcome.rows] == [
+        ("a", "vectorized", "failed"), ("a", "native", "ok"), ("b", "sgd", "ok")]
+    assert outcome.rows[0]["error"] == "RuntimeError: boom"
+    assert "RuntimeError: boom" in (outcome.run_dir / "errors.log").read_text()
+
+    fast = run_suite(load_suite(path), device="cpu", out_root=tmp_path / "r2", tracker=NullTracker(), fail_fast=True)
+    assert fast.exit_code == 1 and [r["status"] for r in fast.rows] == ["failed"]
+
+
+def test_no_tracking_writes_results_but_no_store(tmp_path):
+    write_suite(tmp_path / "s.yaml", "suite: nt\nexperiments:\n  - {name: b, kind: learn_kernel, iterations: 2}\n")
+    proc = run_cli("run", "s.yaml", "--no-tracking", "--out", tmp_path / "results", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+    (run_dir,) = (tmp_path / "results" / "nt").iterdir()
+    assert results.load(run_dir).status.tolist() == ["ok"]
+
+
+def test_help_answers_without_importing_torch_mlflow_or_pandas():
+    code = ("import sys\nfrom harness.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\nheavy = {'torch', 'mlflow', 'pandas'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "run" in proc.stdout and "list" in proc.stdout and "env" in proc.stdout
+
+
+def test_env_prints_the_machine():
+    proc = run_cli("env", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    for key in ("python", "torch", "cuda_available", "cudnn", "cpu_model", "torch_threads", "git_commit", "git_dirty"):
+        assert key in info
