@@ -104,6 +104,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run_dir, fail_fast) -> N
             for task in tasks:
                 progress.update(bar, description=f"{exp.id} {task.fields['variant']} {task.fields['size']}")
                 row, child = _run_task(exp, task, base, settings, tracker, steps, run_dir)
+                rows.append(row)  # at once: an interrupted run still writes what finished
                 exp_rows.append(row)
                 children.append(child)
                 progress.advance(bar)
@@ -114,7 +115,6 @@ def _run_all(suite, device, base, tracker, rows, steps, run_dir, fail_fast) -> N
             for row, child in zip(exp_rows, children):
                 tracker.log_metrics(child, _metrics(row))
                 tracker.end(child, "FAILED" if row["status"] == "failed" else "FINISHED")
-            rows += exp_rows
             if fail_fast and any(r["status"] == "failed" for r in exp_rows):
                 console.print("[red]--fail-fast: stopping after the first failure[/red]")
                 return

@@ -208,3 +208,35 @@ def test_env_prints_the_machine():
     info = json.loads(proc.stdout)
     for key in ("python", "torch", "cuda_available", "cudnn", "cpu_model", "torch_threads", "git_commit", "git_dirty"):
         assert key in info
+
+
+def test_ctrl_c_keeps_finished_rows_and_ends_mlflow_runs_killed(tmp_path, mlflow_uri):
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    write_suite(tmp_path / "s.yaml", """
+        suite: intr
+        experiments:
+          - {name: quick, kind: learn_kernel, iterations: 2}
+          - {name: slow, kind: kernel, kernel: corr2d, variants: [loop], min_run_time_s: 60,
+             sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "s.yaml", "--out", str(tmp_path / "results"),
+                             "--tracking-uri", mlflow_uri], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the first row has finished once its line is printed
+        if "quick" in line:
+            break
+    time.sleep(3)  # let the slow row start (it times for 60 s)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted: partial results were written" in err and "Traceback" not in err
+    (run_dir,) = (tmp_path / "results" / "intr").iterdir()
+    assert results.load(run_dir).experiment.tolist() == ["quick"]
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("intr").experiment_id])
+    statuses = {r.info.run_name: r.info.status for r in runs}
+    assert statuses[run_dir.name] == "KILLED"
+    assert statuses["slow/loop/in=8x8 k=2x2"] == "KILLED" and statuses["quick/sgd/X=6x8 K=1x2"] == "FINISHED"
