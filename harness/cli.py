@@ -38,10 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (results are still written)")
     _add_selection(run)
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed experiment")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue an interrupted run: finished experiments are kept, an interrupted "
+                          "training restarts from its last checkpoint, MLflow runs are continued")
+    run.add_argument("--data-dir", metavar="DIR",
+                     help="directory holding FashionMNIST/raw/ (default: $HARNESS_DATA_DIR, else ~/.cache/harness/data)")
+    run.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing (needs internet)")
 
     lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion")
     lst.add_argument("suite", type=Path)
     _add_selection(lst)
+
+    summ = sub.add_parser("summary", help="a model's layers: output shapes, parameters, FLOPs")
+    summ.add_argument("model", help="registered model name, e.g. lenet, vgg, resnet18, resnext")
+    summ.add_argument("--input", default="1,1,28,28", metavar="N,C,H,W", help="input shape (default 1,1,28,28)")
 
     env = sub.add_parser("env", help="what this machine is: python, torch, CUDA, cuDNN, GPU, git")
     env.add_argument("--json", action="store_true", help="print JSON")
@@ -70,15 +80,22 @@ def cmd_run(args) -> int:
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, seed=args.seed, select=args.select)  # all input checks first
+    if args.resume is not None and not args.resume.is_dir():
+        raise UserError(f"--resume {args.resume}: no such run directory")
     prepare_process()  # before CUDA starts
     from harness import runner
 
     device = runner.resolve_device(args.device)
+    if any(e.spec.kind == "train" for e in suite.experiments) and not args.download:
+        from harness.train.data import check_available, resolve_data_dir
+
+        check_available(resolve_data_dir(args.data_dir))
     tracker = runner.make_tracker(not args.no_tracking, args.tracking_uri, args.out)
     outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
-                               fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [])
-    failed = sum(r["status"] == "failed" for r in outcome.rows)
-    print(f"{len(outcome.rows)} rows, {failed} failed -> {outcome.run_dir}")
+                               fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
+                               resume_dir=args.resume, data_dir=args.data_dir, download=args.download)
+    bad = sum(r["status"] in runner.BAD for r in outcome.rows)
+    print(f"{len(outcome.rows)} rows, {bad} failed or diverged -> {outcome.run_dir}")
     print(f"report: {outcome.run_dir / 'report.md'}")
     if tracker.tracking_uri:
         print(f"MLflow: {tracker.tracking_uri} (experiment {suite.name!r}, run {outcome.run_dir.name})")
@@ -102,11 +119,35 @@ def cmd_list(args) -> int:
             n = n_cases * len(spec.variants)
             what = (f"kernel {spec.kernel}: {', '.join(spec.variants)} (baseline {spec.baseline_variant}) "
                     f"x {n_cases} sizes, {spec.dtype}")
+        elif spec.kind == "train":
+            n = 1
+            limit = f", first {spec.train_limit}/{spec.val_limit or 'all'} images" if spec.train_limit else ""
+            what = (f"model {spec.model} {'x'.join(map(str, spec.input_size))}, {spec.epochs} epochs, "
+                    f"batch {spec.batch_size}, lr {spec.lr}, {spec.precision}{limit}")
         else:
             n, what = 1, f"lr {spec.lr}, {spec.iterations} iterations"
         total += n
         print(f"  {exp.id:<28} {spec.kind:<13} seed {spec.seed:<3} {what}  [{n} rows]")
     print(f"{len(suite.experiments)} experiments, {total} rows")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    try:
+        shape = tuple(int(x) for x in args.input.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise UserError(f"--input {args.input}: give four positive integers N,C,H,W, e.g. 1,1,96,96")
+    from harness.models import create_model, summary_table
+
+    model = create_model(args.model, in_channels=shape[1], input_size=shape[2:])
+    rows = summary_table(model, shape)
+    print(f"{args.model} on input {shape}")
+    print(f"{'layer':<8} {'type':<18} {'output shape':<20} {'params':>12} {'FLOPs':>16}")
+    for r in rows:
+        shape_text = str(tuple(r["output_shape"])) if r.get("output_shape") else ""
+        print(f"{r['layer']:<8} {r.get('type', ''):<18} {shape_text:<20} {r['params']:>12,} {r['flops']:>16,}")
     return 0
 
 
@@ -125,4 +166,4 @@ def cmd_env(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "env": cmd_env}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env}

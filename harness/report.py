@@ -29,10 +29,12 @@ def run_report(df, env: dict, steps: list[dict]) -> str:
         f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}; threads {first['threads']}",
         f"- determinism: {', '.join(sorted(set(df['determinism'].dropna())))}; git {git}",
         f"- rows: {len(df)} (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")",
-        "",
-        "Times are the median seconds per call (± IQR as % of the median, n timed blocks) from "
-        "torch.utils.benchmark; speedup is the baseline variant's median over each variant's.",
     ]
+    if (df["kind"] == "kernel").any():
+        lines += ["", "Kernel times are the median seconds per call (± IQR as % of the median, n timed blocks) "
+                      "from torch.utils.benchmark; speedup is the baseline variant's median over each variant's."]
+    if (df["kind"] == "train").any():
+        lines += _training_section(df[df["kind"] == "train"])
     for exp_id, g in df.groupby("experiment", sort=False):
         if g["kind"].iloc[0] == "kernel":
             lines += _kernel_section(exp_id, g)
@@ -71,6 +73,44 @@ def _kernel_section(exp_id: str, g) -> list[str]:
     if len(notes):
         out += ["", "Not timed:", ""]
         out += [f"- `{r.variant}` at {r.size}: **{r.status}** — {r.error}" for r in notes.itertuples()]
+    return out
+
+
+TRAIN_KEYS = ["model", "resize", "epochs", "batch_size", "lr", "precision", "determinism"]
+
+
+def _training_section(t) -> list[str]:
+    """One row per model and setting; mean ± std over the seeds a matrix ran."""
+    import pandas as pd
+
+    def pm(col, fmt, scale=1.0):
+        def cell(g):
+            x = g[col].dropna().astype(float) * scale
+            if x.empty:
+                return "—"
+            return fmt.format(x.mean()) + (f" ± {fmt.format(x.std())}" if len(x) > 1 else "")
+        return cell
+
+    cells = {"val_acc": pm("val_acc", "{:.4f}"), "best_val_acc": pm("best_val_acc", "{:.4f}"),
+             "train_loss": pm("train_loss", "{:.4f}"), "images/s": pm("images_per_s", "{:,.0f}"),
+             "epoch s": pm("epoch_time_s", "{:.2f}"), "wall s": pm("wall_s", "{:.1f}"),
+             "to target s": pm("time_to_target_s", "{:.1f}"), "peak MiB": pm("peak_mem_bytes", "{:,.0f}", 2**-20),
+             "params": lambda g: f"{int(g['params'].dropna().iloc[0]):,}" if g["params"].notna().any() else "—",
+             "seeds": lambda g: str(g["seed"].nunique()),
+             "status": lambda g: ", ".join(f"{n} {s}" for s, n in g["status"].value_counts().items())}
+    table = pd.DataFrame([{**dict(zip(TRAIN_KEYS, key)), **{name: f(g) for name, f in cells.items()}}
+                          for key, g in t.groupby(TRAIN_KEYS, sort=False, dropna=False)])
+    out = ["", "## Training", "",
+           "Per model: validation accuracy after the last epoch (mean ± std over seeds), best over epochs, "
+           "training images/s (median over epochs, evaluation excluded), seconds per epoch, wall seconds, "
+           "peak memory (CUDA allocator peak, or process RSS on CPU).", "", table.to_markdown(index=False)]
+    bad = t[t["status"] != "ok"]
+    if len(bad):
+        out += ["", *[f"- `{r.experiment}`: **{r.status}** — {r.error}" for r in bad.itertuples()]]
+    fps = t[["experiment", "fingerprint", "dataset_digest"]].dropna()
+    if len(fps):
+        out += ["", "Fingerprints (final weights + per-epoch metric trace):", "",
+                *[f"- `{r.experiment}`: {r.fingerprint} (data {r.dataset_digest})" for r in fps.itertuples()]]
     return out
 
 

@@ -1,24 +1,25 @@
 """Runs a validated suite: device, determinism, one task at a time with failures isolated,
-progress, MLflow logging, and the run directory.
+progress, MLflow logging, and the run directory (see harness.rundir).
 
 Each invocation writes `<out>/<suite>/<UTC time>-<short id>/` with results.csv/.parquet,
-steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved) and errors.log.
-A task that raises becomes a failed row; the others still run. Exit code: 0 all ok, 1 a failure.
+steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/,
+checkpoints/ and errors.log. A task that raises becomes a failed row; the others still run.
+Exit code: 0 all ok, 1 a row failed or diverged.
 """
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import determinism, envinfo, report, results
+from harness import determinism, envinfo, report, results, rundir
 from harness.errors import UserError
-from harness.kernels.bench import FINALIZE, TASKS
+from harness.tasks import finalize, tasks_for
 
 DEVICES = ("auto", "cpu", "cuda")
+BAD = ("failed", "diverged")
 
 
 @dataclass
@@ -52,135 +53,224 @@ def make_tracker(tracking: bool, tracking_uri: str | None, out_root: Path):
     return MlflowTracker(tracking_uri or default_tracking_uri(out_root), out_root / "mlartifacts")
 
 
+@dataclass
+class _Context:
+    """The TaskContext (harness.tasks) of one task."""
+
+    tracker: object
+    run_id: str
+    steps: list
+    key: dict
+    progress_bar: object
+    console: object
+    run_dir: Path
+    checkpoint_dir: Path
+    resume: dict | None
+    data_dir: str | None
+    download: bool = False
+
+    def log(self, metrics: dict, step: int, tracked: bool = True) -> None:
+        if tracked:
+            self.tracker.log_metrics(self.run_id, metrics, step=step)
+        self.steps.extend(self.key | {"step": step, "metric": k, "value": v} for k, v in metrics.items())
+
+    def progress(self, description: str, completed: float, total: float) -> None:
+        self.progress_bar(description, completed, total)
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def artifact(self, path) -> None:
+        self.tracker.log_artifacts(self.run_id, [Path(path)])
+
+    def dataset(self, name: str, digest: str, source: str, context: str) -> None:
+        self.tracker.log_dataset(self.run_id, name, digest, source, context)
+
+
 def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = False,
-              argv: list[str] | None = None) -> RunOutcome:
+              argv: list[str] | None = None, resume_dir: Path | None = None, data_dir: str | None = None,
+              download: bool = False) -> RunOutcome:
     import torch
 
     t_start = time.perf_counter()
-    env = envinfo.collect()
-    started = dt.datetime.now(dt.timezone.utc)
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    run_dir = Path(out_root) / suite.name / run_id
-    tracker.start(suite.name, run_id, params={"suite": suite.name, "device": device, "argv": argv or [],
-                                              "experiments": len(suite.experiments)},
-                  tags=_env_tags(env, device) | {"run_dir": str(run_dir)})
-    run_dir.mkdir(parents=True)
-    results.atomic_write_text(run_dir / "suite.yaml", _yaml(suite.resolved()))
-    results.atomic_write_json(run_dir / "env.json", env | {"device": device, "argv": argv or []})
+    env = envinfo.collect() | {"device": device, "argv": argv or []}
+    if resume_dir is not None:
+        run = rundir.reopen(resume_dir, suite)
+        tracker.resume(suite.name, run.parent_run_id)
+    else:
+        run = rundir.new(out_root, suite.name)
+        run.parent_run_id = tracker.start(
+            suite.name, run.run_id, params={"suite": suite.name, "device": device, "argv": argv or [],
+                                            "experiments": len(suite.experiments)},
+            tags=_env_tags(env) | {"run_dir": str(run.path)})
+        run.path.mkdir(parents=True)
+        results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))
+        results.atomic_write_json(run.path / "env.json", env)
+    run.save_state()
 
-    base = {"suite": suite.name, "run_id": run_id, "device": device,
+    base = {"suite": suite.name, "run_id": run.run_id, "device": device,
             "device_name": envinfo.device_name(device), "git_commit": env["git_commit"],
             "git_dirty": env["git_dirty"], "threads": torch.get_num_threads()}
     rows: list[dict] = []
-    steps: list[dict] = []
+    steps: list[dict] = list(run.old_steps)
     try:
-        _run_all(suite, torch.device(device), base, tracker, rows, steps, run_dir, fail_fast)
+        _run_all(suite, torch.device(device), base, tracker, rows, steps, run, fail_fast, (data_dir, download))
     except BaseException:  # Ctrl-C or a bug: keep what ran, end open MLflow runs as KILLED
-        _write(run_dir, rows, steps, env, suite)
+        _write(run.path, rows, steps, env)
         tracker.close()
         raise
-    _write(run_dir, rows, steps, env, suite)
-    failed = any(r["status"] == "failed" for r in rows)
-    tracker.log_metrics(tracker.parent_run_id, {"rows": len(rows), "failed": sum(r["status"] == "failed" for r in rows),
-                                                "wall_s": time.perf_counter() - t_start})
-    tracker.log_artifacts(tracker.parent_run_id, [p for p in (run_dir / n for n in (
+    _write(run.path, rows, steps, env)
+    bad = sum(r["status"] in BAD for r in rows)
+    tracker.log_metrics(run.parent_run_id, {"rows": len(rows), "failed": bad, "wall_s": time.perf_counter() - t_start})
+    tracker.log_artifacts(run.parent_run_id, [p for p in (run.path / n for n in (
         "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "errors.log")) if p.exists()])
-    tracker.end(tracker.parent_run_id, "FAILED" if failed else "FINISHED")
-    return RunOutcome(run_dir, rows, 1 if failed else 0)
+    tracker.end(run.parent_run_id, "FAILED" if bad else "FINISHED")
+    return RunOutcome(run.path, rows, 1 if bad else 0)
 
 
-def _run_all(suite, device, base, tracker, rows, steps, run_dir, fail_fast) -> None:
+def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    plans = [(exp, TASKS[exp.spec.kind](exp, device)) for exp in suite.experiments]
+    plans = [(exp, tasks_for(exp, device)) for exp in suite.experiments]
     console = Console(stderr=True, soft_wrap=True)  # one line per row, also in CI logs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(suite.name, total=sum(len(tasks) for _, tasks in plans))
+        inner = progress.add_task("", total=1, visible=False)
+
+        def progress_bar(description, completed, total):
+            progress.update(inner, description=f"  {description}", completed=completed, total=total, visible=True)
+
         for exp, tasks in plans:
             settings = determinism.configure(exp.spec.determinism)
             exp_rows, children = [], []
             for task in tasks:
+                key = rundir.task_key(exp.id, task.fields["variant"], task.fields["size"])
                 progress.update(bar, description=f"{exp.id} {task.fields['variant']} {task.fields['size']}")
-                row, child = _run_task(exp, task, base, settings, tracker, steps, run_dir)
+                if key in run.done:  # finished before the interruption: keep its row, run nothing
+                    rows.append(run.done[key])
+                    progress.advance(bar)
+                    continue
+                child = _child_run(tracker, run, key, exp, task, settings)
+                ctx = _Context(tracker, child, steps, {"experiment": exp.id, "variant": task.fields["variant"],
+                                                       "size": task.fields["size"], "seed": exp.spec.seed},
+                               progress_bar, console, run.path, run.checkpoint_dir(exp.id),
+                               _checkpoint(run, exp), *data)
+                row = _run_task(exp, task, base, ctx)
+                progress.update(inner, visible=False)
                 rows.append(row)  # at once: an interrupted run still writes what finished
                 exp_rows.append(row)
                 children.append(child)
                 progress.advance(bar)
-                console.print(_line(row))
-                if fail_fast and row["status"] == "failed":
+                console.print(_line(row), highlight=False)
+                if fail_fast and row["status"] in BAD:
                     break
-            FINALIZE.get(exp.spec.kind, lambda _: None)(exp_rows)
+            finalize(exp, exp_rows)
             for row, child in zip(exp_rows, children):
                 tracker.log_metrics(child, _metrics(row))
-                tracker.end(child, "FAILED" if row["status"] == "failed" else "FINISHED")
-            if fail_fast and any(r["status"] == "failed" for r in exp_rows):
+                tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")
+            results.save(rows, run.path)  # after every experiment: a killed run keeps these rows
+            if fail_fast and any(r["status"] in BAD for r in exp_rows):
                 console.print("[red]--fail-fast: stopping after the first failure[/red]")
                 return
 
 
-def _run_task(exp, task, base, settings, tracker, steps, run_dir) -> tuple[dict, str]:
+def _child_run(tracker, run, key, exp, task, settings) -> str:
+    if key in run.children:
+        return tracker.resume_child(run.children[key])
+    child = tracker.start_child(key, params=exp.spec.model_dump(mode="json") | task.params,
+                                tags={"experiment": exp.id, "kind": exp.spec.kind, "family": task.fields["family"],
+                                      "variant": task.fields["variant"], "size": task.fields["size"],
+                                      "spec_hash": exp.spec_hash, "code_hash": task.fields.get("code_hash") or "",
+                                      **_prefixed(settings)})
+    run.children[key] = child
+    run.save_state()
+    return child
+
+
+def _checkpoint(run, exp):
+    if not run.resumed or exp.spec.kind != "train":
+        return None
+    from harness.train import checkpoint
+
+    state = checkpoint.load(run.checkpoint_dir(exp.id))
+    if state is not None and state["spec_hash"] != exp.spec_hash:
+        raise UserError(f"--resume: checkpoint of {exp.id} was written for another spec; start a new run")
+    return state
+
+
+def _run_task(exp, task, base, ctx) -> dict:
     spec = exp.spec
     row = base | task.fields | {"experiment": exp.id, "kind": spec.kind, "seed": spec.seed,
-                                "determinism": spec.determinism,
+                                "determinism": spec.determinism, "mlflow_run_id": ctx.run_id,
                                 "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    child = tracker.start_child(f"{exp.id}/{task.fields['variant']}/{task.fields['size']}",
-                                params=spec.model_dump(mode="json") | task.params,
-                                tags={"experiment": exp.id, "kind": spec.kind, "family": row["family"],
-                                      "variant": row["variant"], "size": row["size"], "spec_hash": exp.spec_hash,
-                                      "code_hash": row.get("code_hash") or "", **_prefixed(settings)})
-    row["mlflow_run_id"] = child
-
-    def log(metrics: dict, step: int) -> None:
-        tracker.log_metrics(child, metrics, step=step)
-        steps.extend({"experiment": exp.id, "variant": row["variant"], "size": row["size"], "seed": spec.seed,
-                      "step": step, "metric": k, "value": v} for k, v in metrics.items())
-
     determinism.seed_everything(spec.seed)
     t0 = time.perf_counter()
     try:
-        row |= task.run(log)
+        row |= task.run(ctx)
+    except UserError:
+        raise  # bad input found late (e.g. the data directory): the whole invocation stops, exit 2
     except Exception as e:  # isolation: a failing task is a failed row, the suite goes on
         row |= {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        with open(run_dir / "errors.log", "a", encoding="utf-8") as f:
+        if _is_oom(e):
+            row["error"] = f"out of memory: {e}"
+        with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
             f.write(f"--- {exp.id} {row['variant']} {row['size']}\n{traceback.format_exc()}\n")
     row["wall_s"] = time.perf_counter() - t0
-    return row, child
+    return row
+
+
+def _is_oom(e: Exception) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 METRIC_COLUMNS = ("time_median_s", "time_iqr_s", "n_measurements", "gflops", "speedup", "max_abs_err",
-                  "loss_final", "wall_s")
+                  "loss_final", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc",
+                  "images_per_s", "epoch_time_s", "train_time_s", "time_to_target_s", "peak_mem_bytes",
+                  "peak_mem_reserved_bytes", "peak_rss_bytes", "gpu_mem_used_peak_bytes", "gpu_util_mean_pct",
+                  "gpu_power_mean_w", "params")
 
 
 def _metrics(row: dict) -> dict:
-    return {k: float(row[k]) for k in METRIC_COLUMNS if row.get(k) is not None}
+    """The row's numbers as run-level MLflow metrics. Training summaries get a `final_` prefix so
+    they do not collide with the per-epoch series of the same name (step = epoch)."""
+    per_epoch = {"train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "epoch_time_s"}
+    out = {}
+    for k in METRIC_COLUMNS:
+        if row.get(k) is not None:
+            out[f"final_{k}" if row["kind"] == "train" and k in per_epoch else k] = float(row[k])
+    return out
 
 
-def _write(run_dir: Path, rows, steps, env, suite):
+def _write(run_dir: Path, rows, steps, env) -> None:
     df = results.save(rows, run_dir)
     if steps:
         import pandas as pd
 
         results.atomic_write(run_dir / "steps.csv", lambda p: pd.DataFrame(steps).to_csv(p, index=False))
     results.atomic_write_text(run_dir / "report.md", report.run_report(df, env, steps))
-    return df
 
 
 def _line(row: dict) -> str:
     head = f"{row['experiment']:<22} {row['variant']:<11} {row['size']:<30}"
     if row["status"] == "ok" and row.get("time_median_s") is not None:
         return f"[green]ok[/green]     {head} {report.fmt_time(row['time_median_s'])}"
+    if row["status"] == "ok" and row.get("val_acc") is not None:
+        return (f"[green]ok[/green]     {head} val_acc {row['val_acc']:.4f}  "
+                f"{row['images_per_s']:,.0f} img/s  {row['wall_s']:.1f} s")
     if row["status"] == "ok":
         return f"[green]ok[/green]     {head}"
     colour = "yellow" if row["status"] == "capped" else "red"
     return f"[{colour}]{row['status']:<6}[/{colour}] {head} {row.get('error', '')}"
 
 
-def _env_tags(env: dict, device: str) -> dict:
+def _env_tags(env: dict) -> dict:
     keys = ("git_commit", "git_dirty", "torch", "cuda", "cudnn", "gpu_name", "gpu_driver", "host",
-            "cpu_model", "python", "harness_version")
-    return {k: env.get(k) for k in keys} | {"device": device}
+            "cpu_model", "python", "harness_version", "device")
+    return {k: env.get(k) for k in keys}
 
 
 def _prefixed(settings: dict) -> dict:

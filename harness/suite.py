@@ -80,8 +80,35 @@ class LearnKernelSpec(_Spec):
     iterations: int = Field(10, ge=1, le=100_000)
 
 
-KINDS: dict[str, type[_Spec]] = {"kernel": KernelSpec, "learn_kernel": LearnKernelSpec}
-Spec = Union[KernelSpec, LearnKernelSpec]
+class TrainSpec(_Spec):
+    """Train one registered model on Fashion-MNIST with the book's recipe (SGD, cross-entropy)."""
+
+    kind: Literal["train"]
+    model: str
+    model_args: dict[str, Any] = {}
+    dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(10, ge=1, le=10_000)
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    resize: tuple[int, int] | None = None  # (h, w) on the device per batch; None: 28x28
+    train_limit: int | None = Field(None, ge=1)  # first N training images (smoke runs)
+    val_limit: int | None = Field(None, ge=1)  # first N validation images
+    target_accuracy: float | None = Field(None, gt=0, le=1)  # time_to_target_s is measured to it
+    # speed options: they trade determinism for speed and are refused in strict mode
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: Literal["none", "default", "max-autotune"] = "none"
+    cudnn_benchmark: bool = False
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.resize or (28, 28)
+
+
+KINDS: dict[str, type[_Spec]] = {"kernel": KernelSpec, "learn_kernel": LearnKernelSpec, "train": TrainSpec}
+Spec = Union[KernelSpec, LearnKernelSpec, TrainSpec]
+SPEED_OPTIONS = {"precision": "fp32", "channels_last": False, "compile": "none", "cudnn_benchmark": False}
 
 
 class _SuiteFile(BaseModel):
@@ -224,7 +251,8 @@ def _validate_one(model: type[_Spec], fields: dict, where: str, point: dict):
         spec = model.model_validate(fields)
     except ValidationError as e:
         return None, [(loc, msg + suffix) for loc, msg in _pydantic_problems(e, prefix=where, model=model)]
-    errs = _check_kernel(spec, where) if isinstance(spec, KernelSpec) else []
+    check = {KernelSpec: _check_kernel, TrainSpec: _check_train}.get(type(spec))
+    errs = check(spec, where) if check else []
     return (None if errs else spec), errs
 
 
@@ -260,6 +288,34 @@ def _check_kernel(spec: KernelSpec, where: str) -> list[tuple[str, str]]:
         except ValidationError as e:
             for loc, msg in _pydantic_problems(e, prefix="", model=family.case):
                 problems.append((f"{where}.sizes", f"{json.dumps(point)}: {loc + ': ' if loc else ''}{msg}"))
+    return problems
+
+
+def _check_train(spec: TrainSpec, where: str) -> list[tuple[str, str]]:
+    """The model against the model registry and its factory's arguments; speed options only in
+    fast mode."""
+    import inspect
+
+    from harness.models import MODELS
+
+    problems = []
+    if spec.determinism == "strict":
+        for field, off in SPEED_OPTIONS.items():
+            if getattr(spec, field) != off:
+                problems.append((f"{where}.{field}", f"{getattr(spec, field)!r} trades determinism for speed: "
+                                 f"set `determinism: fast` to use it (strict allows only {off!r})"))
+    if spec.model not in MODELS:
+        return problems + [(f"{where}.model", unknown_name_message("model", spec.model, MODELS.names()))]
+    accepted = [n for n, p in inspect.signature(MODELS.get(spec.model)).parameters.items()
+                if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
+    accepted = [n for n in accepted if n not in ("num_classes", "in_channels", "input_size")]
+    for key in spec.model_args:
+        if key not in accepted:
+            problems.append((f"{where}.model_args.{key}", unknown_name_message(
+                f"argument of model {spec.model}:", key, accepted) if accepted else
+                f"model {spec.model} takes no model_args"))
+    if min(spec.input_size) < 8:
+        problems.append((f"{where}.resize", f"{list(spec.input_size)}: sizes below 8 pixels cannot be convolved"))
     return problems
 
 

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -121,6 +121,25 @@ class MlflowTracker:
         self._open.append(run_id)
         self._log(run_id, params=params, tags=tags)
         return run_id
+
+    def resume(self, suite: str, parent_run_id: str) -> str:
+        """Continue an earlier invocation's parent run (`run --resume`): RUNNING again, no new run."""
+        self.experiment_id = self._experiment_id(suite)
+        self.parent_run_id = parent_run_id
+        self.client.update_run(parent_run_id, status="RUNNING")
+        self._open.append(parent_run_id)
+        return parent_run_id
+
+    def resume_child(self, run_id: str) -> str:
+        """Continue a child run that an interrupted invocation left open or KILLED."""
+        self.client.update_run(run_id, status="RUNNING")
+        self._open.append(run_id)
+        return run_id
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
+        """Record the dataset as an MLflow input, identified by the digest of its decoded tensors."""
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
         """Log metrics at one step (0 when None) in as few batches as MLflow allows.

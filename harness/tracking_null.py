@@ -19,6 +19,9 @@ class Tracker(Protocol):
 
     def start(self, suite: str, run_name: str, params: dict, tags: dict) -> str: ...
     def start_child(self, name: str, params: dict, tags: dict) -> str: ...
+    def resume(self, suite: str, parent_run_id: str) -> str: ...
+    def resume_child(self, run_id: str) -> str: ...
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None: ...
     def log_metrics(
         self, run_id: str, metrics: dict[str, float], step: int | None = None
     ) -> None: ...
@@ -39,6 +42,15 @@ class NullTracker:
 
     def start_child(self, name: str, params: dict, tags: dict) -> str:
         return ""
+
+    def resume(self, suite: str, parent_run_id: str) -> str:
+        return ""
+
+    def resume_child(self, run_id: str) -> str:
+        return ""
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
+        pass
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
         pass

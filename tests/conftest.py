@@ -53,3 +53,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
     return path
+
+
+def real_data_dir() -> Path | None:
+    """Fashion-MNIST for tests: $HARNESS_DATA_DIR, else ../shared/data beside the checkout."""
+    for candidate in (os.environ.get("HARNESS_DATA_DIR"), REPO.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "FashionMNIST" / "raw").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    found = real_data_dir()
+    if found is None:
+        pytest.skip(f"real Fashion-MNIST not found ($HARNESS_DATA_DIR unset, nothing at {REPO.parent / 'shared' / 'data'})")
+    return found

@@ -11,7 +11,7 @@ from harness import results
 from harness.errors import UserError
 
 ROW = {"suite": "s", "run_id": "20260101T000000Z-abc123", "experiment": "c[seed=1]", "kind": "kernel",
-       "family": "corr2d", "variant": "native", "size": "in=6x8 k=1x2", "params": '{"input": [6, 8]}',
+       "family": "corr2d", "variant": "native", "size": "in=6x8 k=1x2", "config": '{"input": [6, 8]}',
        "seed": 1, "device": "cpu", "device_name": "Xeon", "dtype": "float32", "threads": 2,
        "determinism": "strict", "status": "ok", "time_median_s": 1.5e-5, "time_iqr_s": 2e-7,
        "n_measurements": 20, "max_abs_err": 1e-7, "tolerance": 1e-4, "flops": 84.0, "gflops": 0.0056,

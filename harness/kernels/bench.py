@@ -9,23 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 from harness.determinism import derive_seed
+from harness.tasks import Task
 
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work: its row fields known in advance, and `run(log)` for the measured ones.
-    `log(metrics, step)` sends per-step metrics to the task's MLflow run."""
-
-    fields: dict
-    params: dict
-    run: Callable[[Callable[[dict, int], None]], dict]
 
 
 def kernel_tasks(exp, device) -> list[Task]:
@@ -38,7 +27,7 @@ def kernel_tasks(exp, device) -> list[Task]:
         for name in spec.variants:
             variant = family.variants[name]
             fields = {"family": family.name, "variant": name, "size": case.label(),
-                      "params": json.dumps(case.model_dump(mode="json")), "dtype": spec.dtype,
+                      "config": json.dumps(case.model_dump(mode="json")), "dtype": spec.dtype,
                       "baseline": spec.baseline_variant, "code_hash": variant.code_hash,
                       "flops": float(case.flops())}
             params = {"kernel": family.name, "variant": name, "size": case.label(),
@@ -48,7 +37,7 @@ def kernel_tasks(exp, device) -> list[Task]:
     return tasks
 
 
-def _run_one(spec, family, variant, case, device, log) -> dict:
+def _run_one(spec, family, variant, case, device, ctx) -> dict:
     import torch
 
     from harness.timing import time_call
@@ -93,20 +82,16 @@ def add_speedups(rows: list[dict]) -> None:
 def learn_tasks(exp, device) -> list[Task]:
     spec = exp.spec
     fields = {"family": "learn_kernel", "variant": "sgd", "size": "X=6x8 K=1x2", "dtype": "float32",
-              "params": json.dumps({"lr": spec.lr, "iterations": spec.iterations})}
+              "config": json.dumps({"lr": spec.lr, "iterations": spec.iterations})}
     params = {"lr": spec.lr, "iterations": spec.iterations, "seed": spec.seed}
     return [Task(fields, params, partial(_learn, spec, device))]
 
 
-def _learn(spec, device, log) -> dict:
+def _learn(spec, device, ctx) -> dict:
     from harness.kernels import learn_edge_kernel
 
     out = learn_edge_kernel(lr=spec.lr, iterations=spec.iterations, seed=spec.seed, device=str(device))
     for step, loss in enumerate(out["losses"], start=1):
-        log({"loss": loss}, step)
+        ctx.log({"loss": loss}, step)
     return {"status": "ok", "loss_final": out["losses"][-1],
             "learned_kernel": json.dumps([round(w, 6) for w in out["kernel"]])}
-
-
-TASKS = {"kernel": kernel_tasks, "learn_kernel": learn_tasks}
-FINALIZE = {"kernel": add_speedups}

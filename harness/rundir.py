@@ -1,0 +1,86 @@
+"""The run directory `<out>/<suite>/<UTC time>-<short id>/` and its resumable state.
+
+state.json maps each task (`<experiment>/<variant>/<size>`, also its MLflow run name) to its MLflow
+child run, and names the parent run, so that `run --resume DIR` continues the same MLflow runs
+instead of duplicating them. Results are rewritten after every experiment, so an interrupted
+invocation (even a killed one) leaves the rows of every finished experiment behind.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness import results
+from harness.errors import UserError
+
+FINISHED = ("ok", "failed", "capped", "diverged")
+
+
+@dataclass
+class RunDir:
+    path: Path
+    run_id: str
+    parent_run_id: str = ""
+    children: dict[str, str] = field(default_factory=dict)
+    done: dict[str, dict] = field(default_factory=dict)  # task key -> finished row (resume)
+    old_steps: list[dict] = field(default_factory=list)  # per-step metrics of finished tasks (resume)
+    resumed: bool = False
+
+    def checkpoint_dir(self, experiment_id: str) -> Path:
+        return self.path / "checkpoints" / experiment_id.replace("/", "_")
+
+    def save_state(self) -> None:
+        results.atomic_write_json(self.path / "state.json", {
+            "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children})
+
+
+def new(out_root: Path, suite_name: str) -> RunDir:
+    run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return RunDir(Path(out_root) / suite_name / run_id, run_id)
+
+
+def reopen(path: Path, suite) -> RunDir:
+    """An interrupted run directory, checked against the suite it is resumed with."""
+    path = Path(path)
+    state_file, suite_file = path / "state.json", path / "suite.yaml"
+    if not state_file.exists() or not suite_file.exists():
+        raise UserError(f"--resume {path}: not a run directory (no state.json / suite.yaml); give the "
+                        f"directory a run printed, e.g. results/{suite.name}/<UTC time>-<id>")
+    before = yaml.safe_load(suite_file.read_text())
+    if before.get("suite") != suite.name or before.get("experiments") != suite.resolved()["experiments"]:
+        raise UserError(f"--resume {path}: the suite changed since that run ({suite_file} differs from "
+                        f"{suite.path} as resolved now); resume with the same suite, seed and -k, or start a new run")
+    state = json.loads(state_file.read_text())
+    run = RunDir(path, state["run_id"], state["parent_run_id"], state["children"], resumed=True)
+    if (path / "results.parquet").exists():
+        df = results.load(path)
+        for row in df.to_dict("records"):
+            if row["status"] in FINISHED:
+                run.done[task_key(row["experiment"], row["variant"], row["size"])] = _plain(row)
+    if (path / "steps.csv").exists():
+        import pandas as pd
+
+        steps = pd.read_csv(path / "steps.csv").to_dict("records")
+        run.old_steps = [s for s in steps if task_key(s["experiment"], s["variant"], s["size"]) in run.done]
+    return run
+
+
+def task_key(experiment: str, variant: str, size: str) -> str:
+    return f"{experiment}/{variant}/{size}"
+
+
+def _plain(row: dict) -> dict:
+    """pandas NA -> None, numpy scalars -> Python, schema_version dropped (to_frame adds it)."""
+    import pandas as pd
+
+    out = {}
+    for k, v in row.items():
+        if k == "schema_version":
+            continue
+        out[k] = None if v is pd.NA or (isinstance(v, float) and v != v) else (v.item() if hasattr(v, "item") else v)
+    return out

@@ -1,0 +1,1 @@
+"""Training: data on the device, models, the loop (DESIGN.md, section Training)."""

@@ -1,0 +1,234 @@
+"""Fashion-MNIST on the device, airbench style: loaded once as uint8, batches as index slices.
+
+Files are read through torchvision's FashionMNIST (`<data_dir>/FashionMNIST/raw/`, as its `root`).
+torchvision reads only the uncompressed IDX files, so the `.gz` archives are decompressed once into
+a per-user cache keyed by the archives' sha256 (the data directory may be read-only and is never
+written to unless `download=True`). No md5 is checked: the shipped image archives are rebuilt and
+differ from upstream's; each split records a sha256 of its decoded tensors instead.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.error import URLError
+
+import torch
+import torch.nn.functional as F
+
+from harness.determinism import derive_seed
+from harness.errors import UserError
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+IMAGE_SIZE = (28, 28)
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+
+
+DEFAULT_DATA_DIR: Path = _cache_home() / "harness" / "data"
+
+
+def resolve_data_dir(explicit: str | Path | None) -> Path:
+    """`--data-dir` if given, else `$HARNESS_DATA_DIR`, else DEFAULT_DATA_DIR."""
+    chosen = explicit or os.environ.get("HARNESS_DATA_DIR") or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser()
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8 (N, 28, 28), on the target device
+    labels: torch.Tensor  # int64 (N,), on the target device
+    digest: str  # sha256 of exactly these decoded tensors (after any limit)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    train: Split
+    val: Split  # the 10k test set, used for validation as the book does
+    source: Path  # the directory the files were read from
+    digest: str  # one digest over both splits
+
+
+def _raw(root: Path) -> Path:
+    return root / "FashionMNIST" / "raw"
+
+
+def _missing_error(data_dir: Path, missing: list[str], cause: BaseException | None = None) -> UserError:
+    raw = _raw(data_dir)
+    expected = "\n".join(f"  {raw / f}.gz" for f in FILES)
+    why = f"\nDownload failed: {cause}" if cause is not None else ""
+    return UserError(
+        f"Fashion-MNIST not found in {raw} (missing: {', '.join(missing)}).{why}\n"
+        f"Expected these four files:\n{expected}\n"
+        "To fix: pass --data-dir DIR (or set HARNESS_DATA_DIR=DIR) for a DIR that holds FashionMNIST/raw/; "
+        "or copy the four files from a machine that has them to the paths above; "
+        "or run once with --download on a machine with internet access.")
+
+
+def check_available(data_dir: Path) -> None:
+    """Raise the 'not found' UserError unless the four files (archived or not) are in data_dir:
+    called before a run starts, so a missing directory stops it before anything is written."""
+    raw = _raw(Path(data_dir).expanduser())
+    missing = [f"{f}.gz" for f in FILES if not (raw / f"{f}.gz").is_file() and not (raw / f).is_file()]
+    if missing:
+        raise _missing_error(Path(data_dir).expanduser(), missing)
+
+
+def _decoded_root(data_dir: Path) -> tuple[Path, bool]:
+    """A torchvision `root` whose FashionMNIST/raw/ holds the uncompressed files, and whether it is temporary.
+
+    `data_dir` itself when they are there already (torchvision's download leaves them); else the
+    `.gz` archives are decompressed once into $XDG_CACHE_HOME/harness/decoded/fashion-mnist-<key>,
+    where key is the sha256 of the four archives: new data gets a new entry, never a stale one.
+    """
+    raw = _raw(data_dir)
+    if all((raw / f).is_file() for f in FILES):
+        return data_dir, False
+    missing = [f"{f}.gz" for f in FILES if not (raw / f"{f}.gz").is_file()]
+    if missing:
+        raise _missing_error(data_dir, missing)
+    h = hashlib.sha256()
+    for f in FILES:
+        h.update(f.encode())
+        h.update(hashlib.sha256((raw / f"{f}.gz").read_bytes()).digest())
+    root = _cache_home() / "harness" / "decoded" / f"fashion-mnist-{h.hexdigest()[:16]}"
+    try:
+        _decompress_all(raw, _raw(root))
+        return root, False
+    except OSError:  # no writable cache (read-only home, full disk): decompress for this load only
+        root = Path(tempfile.mkdtemp(prefix="harness-fashion-mnist-"))
+        _decompress_all(raw, _raw(root))
+        return root, True
+
+
+def _decompress_all(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in FILES:
+        if (dst / f).is_file():
+            continue
+        try:
+            with gzip.open(src / f"{f}.gz", "rb") as gz:
+                data = gz.read()
+        except (OSError, EOFError, zlib.error) as e:
+            raise UserError(f"{src / f}.gz: cannot decompress ({e}); replace it with a good copy") from e
+        # write then rename: a concurrent or interrupted load never sees a half-written file
+        fd, tmp = tempfile.mkstemp(dir=dst, prefix=f".{f}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, dst / f)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(f"{tuple(t.shape)} {t.dtype}\n".encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _read_split(root: Path, source: Path, train: bool, limit: int | None, device: torch.device) -> Split:
+    from torchvision.datasets import FashionMNIST as TVFashionMNIST
+
+    prefix = "train" if train else "t10k"
+    try:
+        ds = TVFashionMNIST(str(root), train=train, download=False)
+    except (AssertionError, ValueError, TypeError, RuntimeError) as e:
+        raise UserError(f"{_raw(source)}/{prefix}-*-ubyte.gz: not a valid Fashion-MNIST IDX file ({e})") from e
+    images, labels = ds.data, ds.targets
+    if images.shape[1:] != IMAGE_SIZE or images.shape[0] != labels.shape[0]:
+        raise UserError(f"{_raw(source)}/{prefix}-*: {tuple(images.shape)} images but {labels.shape[0]} labels; "
+                        f"expected (N, 28, 28) images and N labels")
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < len(CLASSES)):
+        raise UserError(f"{_raw(source)}/{prefix}-labels-idx1-ubyte.gz: labels outside 0..{len(CLASSES) - 1}")
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"{'train' if train else 'val'}_limit must be at least 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    digest = _digest(images, labels)  # on the host, before the copy: describes exactly the data used
+    return Split(images.contiguous().to(device), labels.contiguous().to(device), digest)
+
+
+def load_fashion_mnist(data_dir: Path, device: str | torch.device = "cpu", *, train_limit: int | None = None,
+                       val_limit: int | None = None, download: bool = False) -> FashionMNIST:
+    """Both splits, moved to `device` once as uint8 images and int64 labels.
+
+    `data_dir` holds FashionMNIST/raw/ (torchvision's `root`). `train_limit`/`val_limit` keep the
+    first N examples. `download=True` fetches missing files with torchvision (md5-checked against
+    upstream) into data_dir; any failure there becomes a UserError that says what to do.
+    """
+    data_dir = Path(data_dir).expanduser()
+    if download and not all((_raw(data_dir) / f"{f}.gz").is_file() for f in FILES):
+        from torchvision.datasets import FashionMNIST as TVFashionMNIST
+
+        try:
+            TVFashionMNIST(str(data_dir), train=True, download=True)
+        except (RuntimeError, URLError, OSError) as e:
+            missing = [f"{f}.gz" for f in FILES if not (_raw(data_dir) / f"{f}.gz").is_file()]
+            raise _missing_error(data_dir, missing or [f"{f}.gz" for f in FILES], e) from e
+    root, temporary = _decoded_root(data_dir)
+    device = torch.device(device)
+    try:
+        train = _read_split(root, data_dir, True, train_limit, device)
+        val = _read_split(root, data_dir, False, val_limit, device)
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+    digest = hashlib.sha256(f"train={train.digest} val={val.digest}".encode()).hexdigest()[:16]
+    return FashionMNIST(train=train, val=val, source=_raw(data_dir), digest=digest)
+
+
+def train_batches(split: Split, batch_size: int, *, seed: int, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every example once, in an order fixed by (seed, epoch) and the device type; last batch may be short.
+
+    The permutation is drawn on the split's device from a generator seeded with derive_seed(seed,
+    epoch), so a resumed run replays the same batches without saving generator state. No host sync.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    device = split.images.device
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(seed, epoch))
+    perm = torch.randperm(len(split), generator=g, device=device)
+    for start in range(0, len(split), batch_size):
+        idx = perm[start:start + batch_size]
+        yield split.images[idx], split.labels[idx]
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Sequential slices (views, no copy), last batch may be short."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for start in range(0, len(split), batch_size):
+        yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
+
+
+def to_input(images: torch.Tensor, resize: tuple[int, int] | None, *, dtype: torch.dtype = torch.float32,
+             channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> dtype (B, 1, H, W) in [0, 1]: the book's [Resize,] ToTensor, no normalisation."""
+    if images.dtype != torch.uint8 or images.dim() != 3:
+        raise ValueError(f"expected uint8 (B, H, W) images, got {images.dtype} {tuple(images.shape)}")
+    x = images.unsqueeze(1).to(torch.float32).div_(255)  # scale and resize in fp32 even for bf16 runs
+    if resize is not None and tuple(resize) != tuple(images.shape[-2:]):
+        # The book resizes each PIL image (uint8, bilinear) before ToTensor; this resizes the whole
+        # float batch on the device. Both are bilinear, but the values are not bit-identical
+        # (no rounding to uint8 in between, different kernels).
+        x = F.interpolate(x, size=tuple(resize), mode="bilinear", align_corners=False, antialias=False)
+    x = x.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -1,0 +1,189 @@
+"""The training loop: the book's recipe (SGD, cross-entropy, Xavier init) on Fashion-MNIST held on
+the device, with per-epoch metrics, checkpoints, resume, divergence detection and speed options.
+
+Timed windows (all synchronised on CUDA): `images_per_s` covers the training batches of an epoch
+only (forward, backward, step; per-batch resize included, evaluation excluded); `epoch_time_s`
+covers training and evaluation; `time_to_target_s` is the cumulative epoch time until the
+validation accuracy first reaches `target_accuracy`. With `compile`, compilation happens inside
+the first epoch's window (reported separately in a later change). Loss and accuracy accumulate on the device:
+the only host syncs are at the end of each epoch's training and evaluation passes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from harness import determinism, telemetry
+from harness.models import create_model
+from harness.tasks import Task
+from harness.train import checkpoint, plots
+from harness.train.data import eval_batches, load_fashion_mnist, resolve_data_dir, to_input, train_batches
+
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "epoch_time_s")
+_DATA_CACHE: dict = {}  # (dir, device, limits) -> FashionMNIST: loaded once per invocation
+
+
+def train_tasks(exp, device) -> list[Task]:
+    spec = exp.spec
+    fields = {"family": "train", "variant": spec.model, "size": "x".join(map(str, spec.input_size)),
+              "dtype": {"fp32": "float32", "tf32": "tf32", "bf16": "bfloat16"}[spec.precision],
+              "config": json.dumps({"model_args": spec.model_args, "resize": spec.resize}),
+              "model": spec.model, "epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr,
+              "resize": "x".join(map(str, spec.input_size)), "precision": spec.precision}
+    return [Task(fields, {"model": spec.model}, partial(train, exp, device))]
+
+
+def load_data(spec, device, data_dir, download=False):
+    root = resolve_data_dir(data_dir)
+    key = (str(root), str(device), spec.train_limit, spec.val_limit)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = load_fashion_mnist(root, device, train_limit=spec.train_limit,
+                                              val_limit=spec.val_limit, download=download)
+    return _DATA_CACHE[key]
+
+
+def train(exp, device, ctx) -> dict:
+    spec = exp.spec
+    data = load_data(spec, device, ctx.data_dir, ctx.download)
+    ctx.dataset("fashion_mnist", data.digest, str(data.source), "train+val")
+    _speed_settings(spec)
+    determinism.seed_everything(spec.seed)
+    model = create_model(spec.model, input_size=spec.input_size, **spec.model_args).to(device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
+    history, start, elapsed = [], 0, 0.0
+    if ctx.resume is not None:
+        checkpoint.restore(ctx.resume, model=model, optimizer=optimizer)
+        history, start, elapsed = list(ctx.resume["history"]), ctx.resume["epoch"], ctx.resume["elapsed_s"]
+        for i, metrics in enumerate(history):  # into steps.csv; MLflow has them from the first run
+            ctx.log(metrics, i + 1, tracked=False)
+        ctx.note(f"{exp.id}: resumed after epoch {start} from {ctx.checkpoint_dir}")
+    step = _compiled_step(model, optimizer, spec)
+    out = {"params": sum(p.numel() for p in model.parameters()), "dataset_digest": data.digest}
+
+    with telemetry.Sampler(str(device)) as sampler:
+        for epoch in range(start, spec.epochs):
+            metrics = _epoch(model, step, data, spec, epoch, device, ctx)
+            history.append(metrics)
+            elapsed += metrics["epoch_time_s"]
+            diverged = not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss"))
+            if not diverged:  # saved before the epoch is announced: what is printed is resumable
+                checkpoint.save(ctx.checkpoint_dir, model=model, optimizer=optimizer, epoch=epoch + 1,
+                                history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed)
+            ctx.log(metrics, epoch + 1)
+            ctx.note(f"  {exp.id} epoch {epoch + 1}/{spec.epochs}: train_loss {metrics['train_loss']:.4f} "
+                     f"train_acc {metrics['train_acc']:.4f} val_loss {metrics['val_loss']:.4f} "
+                     f"val_acc {metrics['val_acc']:.4f} {metrics['images_per_s']:,.0f} img/s "
+                     f"{metrics['epoch_time_s']:.1f} s")
+            if diverged:
+                out |= {"status": "diverged", "error": f"loss became {metrics['train_loss']} in epoch {epoch + 1}"}
+                break
+    if history:
+        ctx.artifact(plots.training_curves(history, ctx.run_dir / "plots" / f"{exp.id}.png", title=exp.id))
+    return out | _summary(history, spec, elapsed, model) | sampler.summary() | {"status": out.get("status", "ok")}
+
+
+def _epoch(model, step, data, spec, epoch, device, ctx) -> dict:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    n_batches = math.ceil(len(data.train) / spec.batch_size)
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    sync()
+    t0 = time.perf_counter()
+    for i, (x, y) in enumerate(train_batches(data.train, spec.batch_size, seed=spec.seed, epoch=epoch)):
+        loss, logits = step(to_input(x, spec.resize, channels_last=spec.channels_last), y)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        ctx.progress(f"epoch {epoch + 1}/{spec.epochs}", i + 1, n_batches)
+    sync()
+    train_s = time.perf_counter() - t0
+    train_loss, train_acc = loss_sum.item() / len(data.train), correct.item() / len(data.train)  # host sync
+    val_loss, val_acc = evaluate(model, data.val, spec)
+    sync()
+    return {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+            "images_per_s": len(data.train) / train_s, "epoch_time_s": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def evaluate(model, split, spec) -> tuple[float, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=split.labels.device)
+    correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
+    for x, y in eval_batches(split, max(spec.batch_size, 256)):
+        with _autocast(spec, y.device):
+            logits = model(to_input(x, spec.resize, channels_last=spec.channels_last))
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return loss_sum.item() / len(split), correct.item() / len(split)
+
+
+def _compiled_step(model, optimizer, spec):
+    def step(x, y):
+        with _autocast(spec, y.device):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss, logits
+
+    if spec.compile == "none":
+        return step
+    return torch.compile(step, mode=None if spec.compile == "default" else spec.compile)
+
+
+def _autocast(spec, device):
+    if spec.precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _speed_settings(spec) -> None:
+    """Fast mode only (the suite refuses these in strict mode): TF32 matmuls/convs, cuDNN autotune."""
+    if spec.determinism != "fast":
+        return
+    tf32 = spec.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = spec.cudnn_benchmark
+
+
+def _summary(history: list[dict], spec, elapsed: float, model) -> dict:
+    if not history:
+        return {}
+    last = history[-1]
+    trace = [h[k] for h in history for k in ("train_loss", "train_acc", "val_loss", "val_acc")]
+    reached = _time_to_target(history, spec.target_accuracy)
+    return {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")} | {
+        "best_val_acc": max(h["val_acc"] for h in history),
+        "images_per_s": _median([h["images_per_s"] for h in history]),
+        "epoch_time_s": _median([h["epoch_time_s"] for h in history]),
+        "train_time_s": elapsed,
+        "time_to_target_s": reached,
+        "fingerprint": determinism.fingerprint(model.state_dict().values(), trace),
+    }
+
+
+def _time_to_target(history: list[dict], target: float | None) -> float | None:
+    if target is None:
+        return None
+    total = 0.0
+    for h in history:
+        total += h["epoch_time_s"]
+        if h["val_acc"] >= target:
+            return total
+    return None
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2

@@ -1,0 +1,312 @@
+"""Contracts of harness.train.data: offline loading, digests, seeded on-device batches, to_input."""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import time
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+
+from harness.errors import UserError
+from harness.train import data
+from harness.train.data import (
+    eval_batches,
+    load_fashion_mnist,
+    resolve_data_dir,
+    to_input,
+    train_batches,
+)
+
+N_TRAIN, N_VAL = 50, 20
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+# sha256[:16] of the decoded tensors of /work/shared/data (its README pins the files' sha256s)
+REAL_DIGESTS = {"train": "53903378e759584d", "val": "eac17110b979ae16", "all": "ab29592ab3f924b0"}
+
+
+def _idx(tensor: torch.Tensor) -> bytes:
+    """IDX (big-endian header, uint8 payload) as upstream's archives hold it."""
+    header = struct.pack(">I", 0x0800 | tensor.dim()) + b"".join(struct.pack(">I", d) for d in tensor.shape)
+    return header + tensor.to(torch.uint8).numpy().tobytes()
+
+
+def synthetic_images(n: int, offset: int) -> torch.Tensor:
+    """Image i is filled with (i + offset) % 256 and has pixel [0, 0] = i % 7: known, distinct values."""
+    img = ((torch.arange(n) + offset) % 256).to(torch.uint8).view(n, 1, 1).repeat(1, 28, 28)
+    img[:, 0, 0] = (torch.arange(n) % 7).to(torch.uint8)
+    return img
+
+
+def synthetic_labels(n: int) -> torch.Tensor:
+    return (torch.arange(n) * 3 % 10).to(torch.int64)
+
+
+def write_fashion_mnist(root: Path, n_train: int = N_TRAIN, n_val: int = N_VAL,
+                        tweak: bool = False, gz: bool = True) -> Path:
+    """A small Fashion-MNIST in torchvision's layout: root/FashionMNIST/raw/*-ubyte[.gz]."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    train_images = synthetic_images(n_train, 0)
+    if tweak:
+        train_images[n_train - 1, 27, 27] ^= 1
+    files = {
+        "train-images-idx3-ubyte": _idx(train_images),
+        "train-labels-idx1-ubyte": _idx(synthetic_labels(n_train)),
+        "t10k-images-idx3-ubyte": _idx(synthetic_images(n_val, 100)),
+        "t10k-labels-idx1-ubyte": _idx(synthetic_labels(n_val)),
+    }
+    for name, payload in files.items():
+        if gz:
+            (raw / f"{name}.gz").write_bytes(gzip.compress(payload, mtime=0))
+        else:
+            (raw / name).write_bytes(payload)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Decompressed archives go to this test's tmp dir, never the user's ~/.cache."""
+    cache = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+@pytest.fixture
+def fmnist_dir(tmp_path: Path) -> Path:
+    return write_fashion_mnist(tmp_path / "data")
+
+
+def _snapshot(root: Path) -> dict:
+    return {p.relative_to(root): (p.stat().st_mtime_ns, p.stat().st_size, p.stat().st_mode)
+            for p in sorted(root.rglob("*"))}
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def test_load_shapes_dtypes_and_values(fmnist_dir: Path) -> None:
+    ds = load_fashion_mnist(fmnist_dir)
+    assert ds.source == fmnist_dir / "FashionMNIST" / "raw"
+    assert len(ds.train) == N_TRAIN and len(ds.val) == N_VAL
+    for split in (ds.train, ds.val):
+        assert split.images.dtype == torch.uint8 and split.images.shape == (len(split), 28, 28)
+        assert split.labels.dtype == torch.int64 and split.labels.shape == (len(split),)
+        assert split.images.device.type == "cpu"
+    assert torch.equal(ds.train.images, synthetic_images(N_TRAIN, 0))
+    assert torch.equal(ds.val.images, synthetic_images(N_VAL, 100))
+    assert torch.equal(ds.train.labels, synthetic_labels(N_TRAIN))
+    assert torch.equal(ds.val.labels, synthetic_labels(N_VAL))
+
+
+def test_digest_is_stable_and_sees_one_pixel(tmp_path: Path, fmnist_dir: Path) -> None:
+    a, b = load_fashion_mnist(fmnist_dir), load_fashion_mnist(fmnist_dir)  # second one from the cache
+    assert len(a.digest) >= 16 and len(a.train.digest) >= 16
+    assert (a.digest, a.train.digest, a.val.digest) == (b.digest, b.train.digest, b.val.digest)
+    assert a.train.digest != a.val.digest
+    tweaked = load_fashion_mnist(write_fashion_mnist(tmp_path / "tweaked", tweak=True))
+    assert tweaked.train.digest != a.train.digest and tweaked.digest != a.digest
+    assert tweaked.val.digest == a.val.digest
+
+
+def test_uncompressed_files_read_directly_same_digest(tmp_path: Path, fmnist_dir: Path) -> None:
+    plain = load_fashion_mnist(write_fashion_mnist(tmp_path / "plain", gz=False))
+    assert plain.digest == load_fashion_mnist(fmnist_dir).digest
+
+
+def test_limits_keep_first_examples_and_change_digest(fmnist_dir: Path) -> None:
+    full = load_fashion_mnist(fmnist_dir)
+    small = load_fashion_mnist(fmnist_dir, train_limit=7, val_limit=3)
+    assert (len(small.train), len(small.val)) == (7, 3)
+    assert torch.equal(small.train.images, full.train.images[:7])
+    assert torch.equal(small.val.labels, full.val.labels[:3])
+    assert small.train.digest != full.train.digest and small.digest != full.digest
+    assert len(load_fashion_mnist(fmnist_dir, train_limit=10_000).train) == N_TRAIN
+    with pytest.raises(UserError, match="train_limit"):
+        load_fashion_mnist(fmnist_dir, train_limit=0)
+
+
+def test_read_only_source_is_never_written(fmnist_dir: Path, _private_cache: Path) -> None:
+    dirs = [fmnist_dir, fmnist_dir / "FashionMNIST", fmnist_dir / "FashionMNIST" / "raw"]
+    for f in (fmnist_dir / "FashionMNIST" / "raw").iterdir():
+        f.chmod(0o444)
+    for d in dirs:
+        d.chmod(0o555)
+    try:
+        before = _snapshot(fmnist_dir)
+        ds = load_fashion_mnist(fmnist_dir)
+        load_fashion_mnist(fmnist_dir)
+        assert _snapshot(fmnist_dir) == before  # root ignores chmod, so compare too
+        assert len(ds.train) == N_TRAIN
+        cached = list(_private_cache.rglob("train-images-idx3-ubyte"))
+        assert len(cached) == 1 and "fashion-mnist-" in str(cached[0])
+    finally:
+        for d in dirs:
+            d.chmod(0o755)
+
+
+def test_corrupt_archive_is_a_user_error(fmnist_dir: Path) -> None:
+    (fmnist_dir / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz"):
+        load_fashion_mnist(fmnist_dir)
+
+
+# --- missing data and where to look ----------------------------------------------------------------
+
+
+def test_missing_data_says_where_and_how(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    with pytest.raises(UserError) as err:
+        load_fashion_mnist(empty)
+    msg = str(err.value)
+    for name in data.FILES:
+        assert str(empty / "FashionMNIST" / "raw" / f"{name}.gz") in msg
+    assert "--data-dir" in msg and "HARNESS_DATA_DIR" in msg and "--download" in msg
+
+
+def test_failed_download_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(url, download_root, filename=None, md5=None, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", offline)
+    target = tmp_path / "dl"
+    with pytest.raises(UserError) as err:
+        load_fashion_mnist(target, download=True)
+    msg = str(err.value)
+    assert str(target / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz") in msg
+    assert "no network" in msg and "--data-dir" in msg
+
+
+def test_download_goes_through_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = write_fashion_mnist(tmp_path / "mirror") / "FashionMNIST" / "raw"
+    calls = []
+
+    def fake(url, download_root, filename=None, md5=None, **kwargs):
+        calls.append(filename)
+        gz = (source / filename).read_bytes()
+        (Path(download_root) / filename).write_bytes(gz)
+        (Path(download_root) / filename.removesuffix(".gz")).write_bytes(gzip.decompress(gz))
+
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", fake)
+    ds = load_fashion_mnist(tmp_path / "dl", download=True)
+    assert sorted(calls) == sorted(f"{f}.gz" for f in data.FILES)
+    assert ds.digest == load_fashion_mnist(source.parents[1]).digest
+    load_fashion_mnist(tmp_path / "dl", download=True)  # present now: nothing fetched again
+    assert len(calls) == 4
+
+
+def test_resolve_data_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    assert resolve_data_dir(None) == data.DEFAULT_DATA_DIR
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir(None) == tmp_path / "env"
+    assert resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert resolve_data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def _epoch(split, batch_size: int, seed: int, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(train_batches(split, batch_size, seed=seed, epoch=epoch))
+
+
+def test_train_batches_cover_every_example_once(fmnist_dir: Path) -> None:
+    split = load_fashion_mnist(fmnist_dir).train
+    batches = _epoch(split, 16, seed=0, epoch=0)
+    assert [len(y) for _, y in batches] == [16, 16, 16, 2]  # last partial batch kept
+    images = torch.cat([x for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+    # synthetic image i is filled with i: the fill values recover the permutation
+    order = images[:, 1, 1].long()
+    assert torch.equal(order.sort().values, torch.arange(N_TRAIN))
+    assert not torch.equal(order, torch.arange(N_TRAIN))
+    assert torch.equal(images, split.images[order]) and torch.equal(labels, split.labels[order])
+
+
+def test_train_batches_depend_only_on_seed_and_epoch(fmnist_dir: Path) -> None:
+    split = load_fashion_mnist(fmnist_dir).train
+
+    def order(seed: int, epoch: int) -> torch.Tensor:
+        return torch.cat([x[:, 1, 1] for x, _ in _epoch(split, 8, seed, epoch)])
+
+    torch.manual_seed(123)  # the global RNG plays no part
+    first = order(0, 3)
+    torch.manual_seed(456)
+    assert torch.equal(first, order(0, 3))
+    assert not torch.equal(first, order(0, 4))
+    assert not torch.equal(first, order(1, 3))
+
+
+def test_eval_batches_in_order(fmnist_dir: Path) -> None:
+    split = load_fashion_mnist(fmnist_dir).val
+    batches = list(eval_batches(split, 8))
+    assert [len(y) for _, y in batches] == [8, 8, 4]
+    assert torch.equal(torch.cat([x for x, _ in batches]), split.images)
+    assert torch.equal(torch.cat([y for _, y in batches]), split.labels)
+
+
+@pytest.mark.gpu
+def test_batches_on_cuda(fmnist_dir: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    split = load_fashion_mnist(fmnist_dir, "cuda").train
+    assert split.images.device.type == "cuda" and split.labels.device.type == "cuda"
+    first = _epoch(split, 16, seed=0, epoch=0)
+    assert all(x.device.type == "cuda" for x, _ in first)
+    order = torch.cat([x[:, 1, 1] for x, _ in first]).long().cpu()
+    assert torch.equal(order.sort().values, torch.arange(N_TRAIN))
+    again = torch.cat([x[:, 1, 1] for x, _ in _epoch(split, 16, seed=0, epoch=0)]).long().cpu()
+    assert torch.equal(order, again)
+    x = to_input(first[0][0], (96, 96), dtype=torch.bfloat16, channels_last=True)
+    assert x.device.type == "cuda" and x.shape == (16, 1, 96, 96)
+
+
+# --- to_input ------------------------------------------------------------------------------------
+
+
+def test_to_input_scales_like_to_tensor() -> None:
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).repeat(4, 28, 28 // 3 + 1)[:, :, :28].contiguous()
+    x = to_input(images, None)
+    assert x.shape == (4, 1, 28, 28) and x.dtype == torch.float32
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert torch.allclose(x[:, 0], images.float() / 255)
+    assert torch.equal(to_input(images, (28, 28)), x)  # no-op resize
+
+
+def test_to_input_resize_dtype_and_channels_last() -> None:
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = to_input(images, (32, 32))
+    assert x.shape == (3, 1, 32, 32) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    flat = to_input(torch.full((2, 28, 28), 200, dtype=torch.uint8), (96, 96))
+    assert torch.allclose(flat, torch.full_like(flat, 200 / 255))  # bilinear keeps a constant image
+    y = to_input(images, (32, 32), dtype=torch.bfloat16, channels_last=True)
+    assert y.dtype == torch.bfloat16 and y.shape == (3, 1, 32, 32)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="uint8"):
+        to_input(images.float(), None)
+
+
+# --- the real data -------------------------------------------------------------------------------
+
+
+def test_real_fashion_mnist(tmp_path: Path) -> None:
+    root = Path(os.environ.get("HARNESS_DATA_DIR") or REAL_DIR)
+    if not (root / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real Fashion-MNIST not found at {root}/FashionMNIST/raw (set HARNESS_DATA_DIR)")
+    start = time.perf_counter()
+    ds = load_fashion_mnist(root)
+    first_s = time.perf_counter() - start
+    again = load_fashion_mnist(root)  # from the decompressed cache
+    assert (len(ds.train), len(ds.val)) == (60_000, 10_000)
+    assert ds.train.images.shape == (60_000, 28, 28) and ds.train.images.dtype == torch.uint8
+    assert torch.equal(torch.bincount(ds.train.labels, minlength=10), torch.full((10,), 6000))
+    assert torch.equal(torch.bincount(ds.val.labels, minlength=10), torch.full((10,), 1000))
+    assert (again.train.digest, again.val.digest, again.digest) == (ds.train.digest, ds.val.digest, ds.digest)
+    if root == REAL_DIR:
+        assert {"train": ds.train.digest, "val": ds.val.digest, "all": ds.digest} == REAL_DIGESTS
+    assert first_s < 10, f"loading took {first_s:.1f} s"
