@@ -149,9 +149,10 @@ def resnext(num_classes: int = 10, groups: int = 16, bot_mul: float = 1.0) -> Re
     block at its stage's width (no extra activation memory beyond the third conv), and it costs
     no more than ResNet-18: 1.70M parameters vs 11.18M and 0.15 vs 0.64 forward GFLOPs per 96x96
     image, while grouped and 1x1 convs run at a lower FLOP/s than dense 3x3 ones, so a training
-    step takes about as long as ResNet-18's (CPU, batch 16: within measurement noise). For the
-    paper's "same FLOPs as the ResNet" comparison, `groups=32, bot_mul=4` gives 7.33M parameters
-    and 0.70 GFLOPs. `groups` must divide every stage's bot_channels = round(num_channels * bot_mul).
+    step takes about as long as ResNet-18's (a shared 2-core CPU, batch 16 at 96x96: 3.3 s vs
+    2.5-3.6 s, noisy; not yet measured on a GPU). For the paper's "same FLOPs as the ResNet"
+    comparison, `groups=32, bot_mul=4` gives 7.33M parameters and 0.70 GFLOPs. `groups` must
+    divide every stage's bot_channels = round(num_channels * bot_mul).
     """
     for _, num_channels in RESNET18_ARCH:
         bot_channels = int(round(num_channels * bot_mul))
