@@ -42,7 +42,8 @@ BAD_SUITES = {
     "duplicate_names": ("suite: s\nexperiments:\n" + GOOD_KERNEL + GOOD_KERNEL,
                         ["bad.yaml: experiments[1].name: duplicate experiment name 'c' (first used by experiments[0])"]),
     "unknown_kind": ("suite: s\nexperiments:\n  - {name: a, kind: trian}\n",
-                     ["bad.yaml: experiments[0].kind: unknown kind 'trian' (known: kernel, learn_kernel)"]),
+                     ["bad.yaml: experiments[0].kind: unknown kind 'trian' (known: kernel, learn_kernel, train); "
+                      "did you mean 'train'?"]),
     "wrong_type": ("suite: s\nexperiments:\n" + GOOD_KERNEL + "    min_run_time_s: fast\n",
                    ["bad.yaml: experiments[0].min_run_time_s: Input should be a valid number"]),
     "unknown_default": ("suite: s\ndefaults: {batchsize: 3}\nexperiments:\n" + GOOD_KERNEL,
