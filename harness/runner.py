@@ -78,7 +78,7 @@ class _Context:
         self.progress_bar(description, completed, total)
 
     def note(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, markup=False)
 
     def artifact(self, path) -> None:
         self.tracker.log_artifacts(self.run_id, [Path(path)])
@@ -255,7 +255,9 @@ def _write(run_dir: Path, rows, steps, env) -> None:
 
 
 def _line(row: dict) -> str:
-    head = f"{row['experiment']:<22} {row['variant']:<11} {row['size']:<30}"
+    from rich.markup import escape  # ids like lenet[seed=1] are not markup
+
+    head = escape(f"{row['experiment']:<22} {row['variant']:<11} {row['size']:<30}")
     if row["status"] == "ok" and row.get("time_median_s") is not None:
         return f"[green]ok[/green]     {head} {report.fmt_time(row['time_median_s'])}"
     if row["status"] == "ok" and row.get("val_acc") is not None:
@@ -264,7 +266,7 @@ def _line(row: dict) -> str:
     if row["status"] == "ok":
         return f"[green]ok[/green]     {head}"
     colour = "yellow" if row["status"] == "capped" else "red"
-    return f"[{colour}]{row['status']:<6}[/{colour}] {head} {row.get('error', '')}"
+    return f"[{colour}]{row['status']:<6}[/{colour}] {head} {escape(str(row.get('error') or ''))}"
 
 
 def _env_tags(env: dict) -> dict:
