@@ -384,7 +384,7 @@ def main(argv=None):
     print(f"trainer.fit wall:      {fit_wall:.2f} s")
     print(f"training part:         {train_s:.2f} s -> {result['train_images_per_s']:.0f} images/s")
     print(f"  from median iteration: {result['train_images_per_s_from_median_iter']:.0f} images/s "
-          f"(128 / median per-batch time; less sensitive to other load)")
+          f"(128 / median per-batch time; diagnostic, see docstring)")
     print(f"validation part:       {result['val_s']:.2f} s")
     if not args.no_plot:
         print(f"ProgressBoard.draw:    {draw_time['s']:.2f} s in {draw_time['calls']} calls")

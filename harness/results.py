@@ -63,6 +63,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "epoch_time_s": ("float64", "train: median over epochs of seconds per epoch, evaluation included"),
     "train_time_s": ("float64", "train: sum of epoch times"),
     "time_to_target_s": ("float64", "train: cumulative epoch seconds until val_acc >= target_accuracy"),
+    "compile_s": ("float64", "train: seconds of the first compiled step (torch.compile), outside every other number"),
     "peak_mem_bytes": ("Int64", "train: peak memory: torch.cuda.max_memory_allocated on CUDA, peak RSS on CPU"),
     "peak_mem_reserved_bytes": ("Int64", "train: torch.cuda.max_memory_reserved (CUDA only)"),
     "peak_rss_bytes": ("Int64", "train: peak resident memory of the process while training"),

@@ -229,7 +229,7 @@ def _is_oom(e: Exception) -> bool:
 
 METRIC_COLUMNS = ("time_median_s", "time_iqr_s", "n_measurements", "gflops", "speedup", "max_abs_err",
                   "loss_final", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc",
-                  "images_per_s", "epoch_time_s", "train_time_s", "time_to_target_s", "peak_mem_bytes",
+                  "images_per_s", "epoch_time_s", "train_time_s", "time_to_target_s", "compile_s", "peak_mem_bytes",
                   "peak_mem_reserved_bytes", "peak_rss_bytes", "gpu_mem_used_peak_bytes", "gpu_util_mean_pct",
                   "gpu_power_mean_w", "params")
 
