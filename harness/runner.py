@@ -144,12 +144,13 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) ->
 
         for exp, tasks in plans:
             settings = determinism.configure(exp.spec.determinism)
-            exp_rows, children = [], []
+            exp_rows, new_rows, children = [], [], []  # all of the experiment's rows; those run now
             for task in tasks:
                 key = rundir.task_key(exp.id, task.fields["variant"], task.fields["size"])
                 progress.update(bar, description=f"{exp.id} {task.fields['variant']} {task.fields['size']}")
                 if key in run.done:  # finished before the interruption: keep its row, run nothing
                     rows.append(run.done[key])
+                    exp_rows.append(run.done[key])
                     progress.advance(bar)
                     continue
                 child = _child_run(tracker, run, key, exp, task, settings)
@@ -161,17 +162,18 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) ->
                 progress.update(inner, visible=False)
                 rows.append(row)  # at once: an interrupted run still writes what finished
                 exp_rows.append(row)
+                new_rows.append(row)
                 children.append(child)
                 progress.advance(bar)
                 console.print(_line(row), highlight=False)
                 if fail_fast and row["status"] in BAD:
                     break
-            finalize(exp, exp_rows)
-            for row, child in zip(exp_rows, children):
+            finalize(exp, exp_rows)  # speedups need the baseline row, even one kept from before
+            for row, child in zip(new_rows, children):
                 tracker.log_metrics(child, _metrics(row))
                 tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")
             results.save(rows, run.path)  # after every experiment: a killed run keeps these rows
-            if fail_fast and any(r["status"] in BAD for r in exp_rows):
+            if fail_fast and any(r["status"] in BAD for r in new_rows):
                 console.print("[red]--fail-fast: stopping after the first failure[/red]")
                 return
 

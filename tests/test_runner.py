@@ -240,3 +240,38 @@ def test_ctrl_c_keeps_finished_rows_and_ends_mlflow_runs_killed(tmp_path, mlflow
     statuses = {r.info.run_name: r.info.status for r in runs}
     assert statuses[run_dir.name] == "KILLED"
     assert statuses["slow/loop/in=8x8 k=2x2"] == "KILLED" and statuses["quick/sgd/X=6x8 K=1x2"] == "FINISHED"
+
+
+def test_resume_reruns_only_unfinished_rows_and_keeps_speedups_against_kept_baselines(tmp_path):
+    from harness.runner import run_suite
+    from harness.suite import load_suite
+    from harness.tracking_null import NullTracker
+
+    path = write_suite(tmp_path / "s.yaml", """
+        suite: res
+        defaults: {min_run_time_s: 0.01}
+        experiments:
+          - {name: c, kind: kernel, kernel: corr2d, variants: [loop, native], sizes: {input: [[6, 8]], kernel: [[2, 2]]}}
+    """)
+    first = run_suite(load_suite(path), device="cpu", out_root=tmp_path / "r", tracker=NullTracker())
+    df = results.load(first.run_dir)
+    results.save([r for r in first.rows if r["variant"] == "loop"], first.run_dir)  # "interrupted" after loop
+
+    resumed = run_suite(load_suite(path), device="cpu", out_root=tmp_path / "r", tracker=NullTracker(),
+                        resume_dir=first.run_dir)
+    assert resumed.exit_code == 0 and resumed.run_dir == first.run_dir
+    after = results.load(first.run_dir).set_index("variant")
+    assert after.loc["loop", "started_at"] == df.set_index("variant").loc["loop", "started_at"]  # kept, not re-run
+    assert after.loc["native", "speedup"] == pytest.approx(after.loc["loop", "time_median_s"]
+                                                           / after.loc["native", "time_median_s"])
+
+
+def test_resume_with_a_changed_suite_is_refused(tmp_path):
+    write_suite(tmp_path / "s.yaml", "suite: rs\nexperiments:\n  - {name: b, kind: learn_kernel, iterations: 2}\n")
+    proc = run_cli("run", "s.yaml", "--no-tracking", "--out", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "r" / "rs").iterdir()
+    write_suite(tmp_path / "s.yaml", "suite: rs\nexperiments:\n  - {name: b, kind: learn_kernel, iterations: 3}\n")
+    proc = run_cli("run", "s.yaml", "--no-tracking", "--out", tmp_path / "r", "--resume", run_dir, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"error: --resume {run_dir}: the suite changed since that run" in proc.stderr
