@@ -77,22 +77,22 @@ the 10k test images: ``model.eval()``, ``no_grad``, ``data.get_dataloader(False)
 training losses of the last epoch (what the book's ``train_loss`` curve shows); the book's own
 batch-averaged ``val_loss``/``val_acc`` of each epoch are recorded too.
 
-Scratch environment (does not touch /work/main/.venv)
------------------------------------------------------
+Scratch environment (does not touch the project's .venv)
+----------------------------------------------------------
 d2l 1.0.3 pins old numpy/matplotlib/pandas, so it is installed without dependencies into a target
 directory and run with the project's venv (torch, torchvision, numpy, pandas, matplotlib, requests,
 scipy, pillow are already there); only d2l's missing imports (IPython, matplotlib-inline and their
 own dependencies) are added::
 
-    /work/main/.venv/bin/python -m pip install --target /tmp/d2lpkgs --no-deps d2l==1.0.3
-    /work/main/.venv/bin/python -m pip install --target /tmp/d2lpkgs --no-deps \\
+    .venv/bin/python -m pip install --target /tmp/d2lpkgs --no-deps d2l==1.0.3
+    .venv/bin/python -m pip install --target /tmp/d2lpkgs --no-deps \\
         ipython==9.18.1 ipython_pygments_lexers==1.1.1 matplotlib-inline==0.2.2 traitlets==5.16.1 \\
         jedi==0.20.1 parso==0.8.7 pexpect==4.9.0 ptyprocess==0.7.0 prompt_toolkit==3.0.53 \\
         stack-data==0.6.3 asttokens==3.0.2 executing==2.3.0 pure_eval==0.2.4
 
 Usage::
 
-    PYTHONPATH=/tmp/d2lpkgs /work/main/.venv/bin/python benchmarks/book_lenet.py \\
+    PYTHONPATH=/tmp/d2lpkgs .venv/bin/python benchmarks/book_lenet.py \\
         [--epochs 10] [--data-root /tmp/d2l-data] [--no-plot] [--threads N] [--json OUT.json]
 """
 
