@@ -18,6 +18,11 @@ examples:
   python -m harness run suites/kernels.yaml -k corr2d   only experiments whose name contains corr2d
   python -m harness list suites/kernels.yaml            what would run, after matrix expansion
   python -m harness env                                 what this machine is
+  python -m harness check suites/kernels-ci.yaml --baseline results/baselines/kernels-cpu.json
+                                                        CI gate: exit 1 if a kernel got slower
+  python -m harness report results/kernels              compare runs: speedups, mean ± std, two runs side by side
+  python -m harness dashboard                           static HTML dashboard in dashboards/site/
+  python -m harness ui                                  MLflow UI on 127.0.0.1 for results/mlflow.db
 """
 
 
@@ -55,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="what this machine is: python, torch, CUDA, cuDNN, GPU, git")
     env.add_argument("--json", action="store_true", help="print JSON")
+    _add_comparison(sub)
+    _add_gate(sub)
     return parser
 
 
@@ -166,4 +173,111 @@ def cmd_env(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env}
+def _add_comparison(sub) -> None:
+    """report, dashboard, ui: looking at runs that already happened."""
+    rep = sub.add_parser("report", help="compare runs: kernel speedups, models mean ± std over seeds, two runs side by side")
+    _add_run_selection(rep)
+    rep.add_argument("--by", choices=("run", "commit", "device"),
+                     help="compare exactly two runs / commits / devices (default: two runs, else two commits)")
+    rep.add_argument("--format", choices=("md", "csv", "html"), help="default: from --out's suffix, else md")
+    rep.add_argument("--out", type=Path, metavar="FILE", help="write the report here instead of printing it")
+    rep.add_argument("--from-mlflow", action="store_true", help="read the runs from MLflow instead of results files")
+    rep.add_argument("--tracking-uri", metavar="URI",
+                     help="with --from-mlflow (default: $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db)")
+
+    dash = sub.add_parser("dashboard", help="write a static HTML dashboard of runs (opens offline from the file system)")
+    _add_run_selection(dash)
+    dash.add_argument("--out", type=Path, default=Path("dashboards/site"), metavar="DIR",
+                      help="directory to write index.html into (default: dashboards/site/)")
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 against the store `run` writes")
+    ui.add_argument("--port", type=int, default=5000, help="TCP port (default 5000)")
+    ui.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                    help="results root whose mlflow.db to open (default: results/, as `run --out`)")
+    ui.add_argument("--tracking-uri", metavar="URI", help="another store (default: $MLFLOW_TRACKING_URI, else DIR/mlflow.db)")
+
+
+def _add_run_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", type=Path, metavar="RUN_DIR",
+                   help="run directories, suite directories or results roots (default: results/)")
+    p.add_argument("--suite", metavar="NAME", help="only runs of this suite")
+    p.add_argument("--since", metavar="DATE", help="only runs started at or after DATE (YYYY-MM-DD or ISO time, UTC)")
+
+
+def cmd_report(args) -> int:
+    from harness import compare, report, results
+
+    fmt = args.format or {".csv": "csv", ".html": "html", ".htm": "html"}.get(args.out.suffix if args.out else "", "md")
+    if args.from_mlflow:
+        if args.paths:
+            raise UserError("--from-mlflow reads the runs from the tracking store: give no RUN_DIR "
+                            "(select with --suite / --since)")
+        from harness.ui import store_uri
+
+        df = compare.load_mlflow(store_uri(args.tracking_uri, Path("results")), args.suite, args.since)
+    elif args.tracking_uri:
+        raise UserError("--tracking-uri is read with --from-mlflow only; add --from-mlflow")
+    else:
+        df = compare.load_runs(args.paths, args.suite, args.since)
+    text = report.runs_report(df, fmt, args.by)
+    if args.out is None:
+        print(text, end="")
+    else:
+        results.atomic_write_text(args.out, text)
+        print(f"report ({fmt}, {df['run_id'].nunique()} runs): {args.out}")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    from harness import dashboard
+
+    index = dashboard.build(args.paths, args.out, suite=args.suite, since=args.since)
+    print(f"dashboard: {index.resolve().as_uri()}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from harness import ui
+
+    return ui.serve(ui.store_uri(args.tracking_uri, args.results), args.port, args.results)
+
+
+# ---- the CI regression gate (harness.regress) ----------------------------------------------
+
+def _add_gate(sub) -> None:
+    devices = dict(default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto (default) picks CUDA when present; the baseline's device class must match")
+    base = sub.add_parser("baseline", help="record a kernel suite's speed as a baseline file for `check`")
+    base.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml")
+    base.add_argument("--out", type=Path, required=True, metavar="FILE",
+                      help="baseline file to write, e.g. results/baselines/kernels-cpu.json")
+    base.add_argument("--device", **devices)
+    check = sub.add_parser("check", help="CI gate: time a kernel suite, compare with a baseline, exit 1 on a regression")
+    check.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml")
+    check.add_argument("--baseline", type=Path, required=True, metavar="FILE",
+                       help="baseline file recorded by `baseline` for this device class")
+    check.add_argument("--threshold", type=float, default=0.25, metavar="FRACTION",
+                       help="slower than this (default 0.25 = 25%%) and significant against the noise: regressed")
+    check.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
+                       help="results root (default: results/); writes DIR/<suite>-check/<UTC time>-<id>/check.md")
+    check.add_argument("--device", **devices)
+
+
+def cmd_baseline(args) -> int:
+    from harness import regress, runner
+    from harness.determinism import prepare_process
+
+    prepare_process()  # before CUDA starts
+    return regress.record_baseline(args.suite, args.out, runner.resolve_device(args.device))
+
+
+def cmd_check(args) -> int:
+    from harness import regress, runner
+    from harness.determinism import prepare_process
+
+    prepare_process()
+    return regress.run_check(args.suite, args.baseline, args.threshold, args.out, runner.resolve_device(args.device))
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env, "report": cmd_report,
+            "dashboard": cmd_dashboard, "ui": cmd_ui, "baseline": cmd_baseline, "check": cmd_check}

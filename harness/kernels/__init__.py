@@ -6,6 +6,10 @@ Importing this package registers every family in `KERNELS`:
     fam = KERNELS.get("corr2d")
     case = fam.case(input=(32, 32), kernel=(3, 3))
 
+Plugins: modules named in $HARNESS_PLUGINS (comma-separated, importable from sys.path) are
+imported after the built-in families, so they can register more families or variants in every
+command, subprocesses included (tests/test_regress.py registers a deliberately slowed kernel so).
+
 Note: the seed function `corr2d` is exported here under the book's name, so the attribute
 `harness.kernels.corr2d` is that function, not the family module; import the module with
 `from harness.kernels.corr2d import ...` (or use the registry).
@@ -33,3 +37,20 @@ __all__ = [
     "pool2d",
     "learn_edge_kernel",
 ]
+
+
+def _load_plugins() -> None:
+    import importlib
+    import os
+
+    from harness.errors import UserError
+
+    for name in filter(None, (n.strip() for n in os.environ.get("HARNESS_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UserError(f"HARNESS_PLUGINS: cannot import {name!r} ({e}); put its directory on "
+                            f"PYTHONPATH, or unset HARNESS_PLUGINS") from None
+
+
+_load_plugins()

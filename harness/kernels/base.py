@@ -76,13 +76,15 @@ class Family:
 
 def _harness_callees(fn) -> list:
     """`fn` and the harness functions it names, transitively (through comprehensions and
-    `module.function` references too), in a stable order."""
+    `module.function` references too), in a stable order. Functions of `fn`'s own module count
+    as harness code, so a variant registered by a plugin (HARNESS_PLUGINS) is hashed too."""
     seen: dict[str, object] = {}
     stack = [fn]
     while stack:
         f = stack.pop()
         key = f"{f.__module__}.{f.__qualname__}"
-        if key in seen or not (f.__module__ or "").startswith("harness"):
+        module = f.__module__ or ""
+        if key in seen or not (module.startswith("harness") or module == fn.__module__):
             continue
         seen[key] = f
         names = _code_names(f.__code__)

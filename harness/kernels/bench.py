@@ -38,16 +38,39 @@ def kernel_tasks(exp, device) -> list[Task]:
 
 
 def _run_one(spec, family, variant, case, device, ctx) -> dict:
-    import torch
-
     from harness.timing import time_call
 
-    dtype = getattr(torch, spec.dtype)
+    reason = capped_reason(spec, variant, case)
+    if reason:
+        return {"status": "capped", "error": reason}
+    checked = check_variant(spec, family, variant, case, device)
+    if checked.get("status") == "failed":
+        return checked
+    inputs = timing_inputs(spec, family, case, device)
+    t = time_call(partial(variant.fn, case, *inputs), min_run_time_s=spec.min_run_time_s,
+                  threads=spec.threads, label=f"{family.name}/{variant.name}")
+    return {"status": "ok", **checked, "time_median_s": t.median_s,
+            "time_iqr_s": t.iqr_s, "n_measurements": t.n, "threads": t.threads,
+            "gflops": case.flops() / t.median_s / 1e9}
+
+
+def capped_reason(spec, variant, case) -> str | None:
+    """Why a Python-loop variant is not run at this size (None: it runs)."""
     iters = case.loop_iters()
     if variant.python_loop and iters > spec.loop_max_iters:
-        return {"status": "capped", "error": f"not run: {iters:,} Python loop iterations > "
-                                             f"loop_max_iters={spec.loop_max_iters:,}"}
+        return f"not run: {iters:,} Python loop iterations > loop_max_iters={spec.loop_max_iters:,}"
+    return None
 
+
+def check_variant(spec, family, variant, case, device) -> dict:
+    """Run the variant once on fresh seeded inputs and compare it with the float64 reference.
+
+    Returns {"max_abs_err", "tolerance"}, plus {"status": "failed", "error"} when the output has
+    the wrong shape or is over tolerance (NaN included): a wrong variant is never timed. Shared by
+    the kernel study, `harness check` (harness.regress) and tests/benchmarks."""
+    import torch
+
+    dtype = getattr(torch, spec.dtype)
     check_gen = torch.Generator().manual_seed(derive_seed(spec.seed, family.name, case.label(), "check"))
     inputs = family.make_inputs(case, check_gen, dtype, device)
     out = variant.fn(case, *inputs)
@@ -60,14 +83,15 @@ def _run_one(spec, family, variant, case, device, ctx) -> dict:
     if not err <= tol:  # also catches NaN
         return {"status": "failed", "max_abs_err": err, "tolerance": tol,
                 "error": f"wrong result: max abs error {err:.3g} > tolerance {tol:.3g}"}
+    return {"max_abs_err": err, "tolerance": tol}
+
+
+def timing_inputs(spec, family, case, device) -> tuple:
+    """The inputs a variant is timed on: seeded, and different from the checked ones."""
+    import torch
 
     time_gen = torch.Generator().manual_seed(derive_seed(spec.seed, family.name, case.label(), "time"))
-    inputs = family.make_inputs(case, time_gen, dtype, device)
-    t = time_call(partial(variant.fn, case, *inputs), min_run_time_s=spec.min_run_time_s,
-                  threads=spec.threads, label=f"{family.name}/{variant.name}")
-    return {"status": "ok", "max_abs_err": err, "tolerance": tol, "time_median_s": t.median_s,
-            "time_iqr_s": t.iqr_s, "n_measurements": t.n, "threads": t.threads,
-            "gflops": case.flops() / t.median_s / 1e9}
+    return family.make_inputs(case, time_gen, getattr(torch, spec.dtype), device)
 
 
 def add_speedups(rows: list[dict]) -> None:

@@ -1,0 +1,248 @@
+"""Contracts of the CI regression gate (harness.regress, harness.regress_measure): the verdicts on
+synthetic samples, what is not comparable, the baseline file's checks (exit 2 with what to do), a
+wrong variant failing, and end to end a deliberately slowed kernel failing `check` (exit 1)."""
+from __future__ import annotations
+
+import json
+import random
+import textwrap
+
+import pytest
+from conftest import run_cli, write_suite
+
+from harness import regress
+from harness.cli import main
+from harness.regress_measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, ROUNDS, device_class
+
+STEADY = [1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97, 1.00, 1.01, 0.99]  # normalised, +-3%
+
+
+# ---- the statistics, on synthetic samples ----------------------------------------------------
+
+def test_a_clear_1_5x_slowdown_is_a_regression():
+    ratio, p, verdict = regress.judge(STEADY, [1.5 * x for x in reversed(STEADY)])
+    assert verdict == "regressed" and ratio == pytest.approx(1.5) and p < regress.ALPHA
+
+
+def test_noise_of_10_percent_around_an_unchanged_median_is_never_a_regression():
+    rng = random.Random(0)
+    for _ in range(300):
+        base = [rng.uniform(0.9, 1.1) for _ in range(ROUNDS)]
+        current = [rng.uniform(0.9, 1.1) for _ in range(ROUNDS)]
+        assert regress.judge(base, current)[2] == "ok"
+
+
+def test_a_median_over_the_threshold_within_the_measured_spread_is_not_significant():
+    base = [0.5, 0.7, 0.9, 1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0]
+    current = [0.6, 0.8, 1.0, 1.4, 1.5, 1.6, 1.9, 2.2, 2.6, 3.1]
+    ratio, p, verdict = regress.judge(base, current)
+    assert ratio > 1.25 and p > regress.ALPHA and verdict == "ok"
+
+
+def test_a_clear_speedup_is_faster_and_not_a_failure():
+    assert regress.judge(STEADY, [x / 1.5 for x in STEADY])[2] == "faster"
+
+
+def test_the_threshold_is_a_fraction():
+    slower = [1.2 * x for x in STEADY]
+    assert regress.judge(STEADY, slower, threshold=0.25)[2] == "ok"
+    assert regress.judge(STEADY, slower, threshold=0.1)[2] == "regressed"
+
+
+# ---- comparing two documents -----------------------------------------------------------------
+
+def case(variant="native", *, code_hash="aaaa", status="ok", normalised=STEADY, error=None, **kw):
+    return {"experiment": "corr2d", "variant": variant, "size": "in=8x8 k=3x3", "baseline_variant": "native",
+            "code_hash": code_hash, "dtype": "float32", "threads": 1, "status": status, "error": error,
+            "normalised": normalised, "median_s": 1e-5, "speedup": 1.0, **kw}
+
+
+def doc(cases: dict, suite="tiny", device_class="cpu") -> dict:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "suite": suite, "device_class": device_class,
+            "method": {"rounds": ROUNDS, "calibration": CALIBRATION_ID, "injected_slowdown": None},
+            "calibration": {}, "cases": cases}
+
+
+def verdicts(base: dict, current: dict) -> dict:
+    rows, _ = regress.compare(doc(base), doc(current), 0.25)
+    return {r["case"]: (r["verdict"], r["reason"]) for r in rows}
+
+
+def test_a_changed_code_hash_is_not_comparable_even_when_much_slower():
+    slow = [3 * x for x in STEADY]
+    assert verdicts({"k": case()}, {"k": case(code_hash="bbbb", normalised=slow)}) == {
+        "k": ("not comparable", "kernel code changed (code hash aaaa -> bbbb)")}
+
+
+def test_a_case_missing_from_the_baseline_is_not_comparable_and_a_dropped_one_is_listed():
+    rows, gone = regress.compare(doc({"old": case()}), doc({"new": case()}), 0.25)
+    assert [(r["case"], r["verdict"], r["reason"]) for r in rows] == [("new", "not comparable", "not in the baseline")]
+    assert gone == ["old"]
+
+
+def test_changed_settings_and_capped_cases_are_not_comparable():
+    out = verdicts({"t": case(), "c": case()},
+                   {"t": case(threads=2), "c": case(status="capped", error="not run: 10 iterations > 5")})
+    assert out["t"][0] == out["c"][0] == "not comparable"
+    assert "threads" in out["t"][1] and out["c"][1] == "not run: 10 iterations > 5"
+
+
+def test_a_wrong_variant_is_failed_never_compared():
+    fast = [x / 10 for x in STEADY]
+    out = verdicts({"k": case()}, {"k": case(status="failed", error="wrong result: max abs error 1 > tolerance 1e-4",
+                                             normalised=fast)})
+    assert out["k"] == ("failed", "wrong result: max abs error 1 > tolerance 1e-4")
+
+
+def test_baseline_json_round_trips_with_samples_on_one_line():
+    d = doc({"k": case(samples_s=[[1e-5, 2e-5], [3e-5]])})
+    text = regress.dumps(d)
+    assert json.loads(text) == d and '"normalised": [1.0, 1.02,' in text
+
+
+def test_device_class_is_cpu_for_any_cpu_and_the_normalised_gpu_name(monkeypatch):
+    import torch
+
+    assert device_class("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert device_class("cuda") == "cuda-nvidia-h100-80gb-hbm3"
+
+
+# ---- bad input: exit 2 with what to do, before anything is timed ------------------------------
+
+TINY = """
+    suite: tiny
+    defaults: {min_run_time_s: 0.005, threads: 1}
+    experiments:
+      - {name: corr2d, kind: kernel, kernel: corr2d, variants: [native, vectorized], sizes: {input: [[16, 16]], kernel: [[3, 3]]}}
+"""
+
+
+def check_main(capsys, *args) -> tuple[int, str]:
+    code = main(["check", *map(str, args)])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_a_baseline_of_another_format_version_is_refused_with_an_instruction(tmp_path, capsys):
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc({}) | {"format_version": 0}))
+    code, err = check_main(capsys, suite, "--baseline", old)
+    assert code == 2
+    assert err == (f"error: {old}: baseline format version 0, this harness reads {FORMAT_VERSION}; re-record it "
+                   f"with this harness: python -m harness baseline {suite} --out {old}")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such baseline file; record one: python -m harness baseline"),
+    ("{not json", "not a baseline file (not readable JSON"),
+    ('{"cases": {}}', 'not a harness baseline file (no "format": "harness-kernel-baseline")'),
+    (json.dumps(doc({"k": {"status": "ok"}})), "damaged baseline file (cases['k']: missing 'code_hash'"),
+    (json.dumps(doc({}, suite="other")), "a baseline of suite 'other', not 'tiny'"),
+    (json.dumps(doc({}, device_class="cuda-nvidia-h100")),
+     "recorded on device class 'cuda-nvidia-h100', this check runs on 'cpu'; pass --device to match it"),
+    (json.dumps(doc({}) | {"method": {"calibration": "old"}}), "normalised by calibration 'old'"),
+])
+def test_bad_baseline_files_exit_2(tmp_path, capsys, content, message):
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
+    path = tmp_path / "b.json"
+    if content is not None:
+        path.write_text(content)
+    code, err = check_main(capsys, suite, "--baseline", path, "--device", "cpu", "--out", tmp_path / "r")
+    assert code == 2 and err.startswith(f"error: {path}: ") and message in err
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def test_bad_threshold_suite_kind_and_injection_exit_2(tmp_path, capsys, monkeypatch):
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
+    assert check_main(capsys, suite, "--baseline", "b.json", "--threshold", "0") == (
+        2, "error: --threshold 0.0: a fraction > 0, e.g. 0.25 for 25% slower")
+    mixed = write_suite(tmp_path / "mixed.yaml", TINY + "      - {name: learn, kind: learn_kernel}\n")
+    code, err = check_main(capsys, mixed, "--baseline", "b.json")
+    assert code == 2 and "the regression gate times kernel experiments only; remove learn (learn_kernel)" in err
+    monkeypatch.setenv("HARNESS_REGRESS_SLOWDOWN", "1.5")
+    assert main(["baseline", str(suite), "--out", str(tmp_path / "b.json")]) == 2
+    assert "a baseline must be recorded on unchanged code" in capsys.readouterr().err
+
+
+# ---- measuring: a wrong variant fails the check -----------------------------------------------
+
+def test_a_wrong_variant_fails_the_check_with_exit_1(tmp_path, monkeypatch, capsys):
+    from harness.kernels import KERNELS
+    from harness.kernels.base import Variant
+
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
+    base = tmp_path / "base.json"
+    assert main(["baseline", str(suite), "--out", str(base), "--device", "cpu"]) == 0
+    family = KERNELS.get("corr2d")
+    right = family.variants["vectorized"].fn
+    monkeypatch.setitem(family.variants, "vectorized", Variant("vectorized", lambda case, X, K: right(case, X, K) + 1))
+    assert main(["check", str(suite), "--baseline", str(base), "--device", "cpu", "--out", str(tmp_path / "r")]) == 1
+    out = capsys.readouterr().out
+    assert "failed         corr2d/vectorized/in=16x16 k=3x3" in out and "wrong result: max abs error" in out
+    (check,) = (tmp_path / "r" / "tiny-check").glob("*/check.json")
+    assert json.loads(check.read_text())["summary"]["failed"] == 1
+
+
+# ---- end to end: a deliberately slowed kernel, in real subprocesses ---------------------------
+
+PLUGIN = '''
+"""Test-only: corr2d's native variant again as `native_probe`; with PROBE_TWICE=1 it does the same
+work twice (a deliberate 2x slowdown). Same source either way, so the same code hash."""
+import os
+
+from harness.kernels import KERNELS
+from harness.kernels.corr2d import native
+
+TWICE = os.environ.get("PROBE_TWICE") == "1"
+
+
+@KERNELS.get("corr2d").variant("native_probe")
+def native_probe(case, X, K):
+    if TWICE:
+        native(case, X, K)
+    return native(case, X, K)
+'''
+
+PROBE_SUITE = """
+    suite: probe
+    defaults: {min_run_time_s: 0.01, threads: 1}
+    experiments:
+      - {name: corr2d, kind: kernel, kernel: corr2d, variants: [native, native_probe], sizes: {input: [[64, 64]], kernel: [[3, 3]]}}
+"""
+
+
+def test_a_kernel_doing_its_work_twice_fails_check_against_the_original_and_passes_its_own(tmp_path, monkeypatch):
+    (tmp_path / "probe_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("HARNESS_PLUGINS", "probe_plugin")
+    monkeypatch.delenv("PROBE_TWICE", raising=False)
+    suite = write_suite(tmp_path / "probe.yaml", PROBE_SUITE)
+    original, slowed, out = tmp_path / "original.json", tmp_path / "slowed.json", tmp_path / "results"
+
+    proc = run_cli("baseline", suite, "--out", original, "--device", "cpu")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    monkeypatch.setenv("PROBE_TWICE", "1")
+    proc = run_cli("check", suite, "--baseline", original, "--device", "cpu", "--out", out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("regressed") and "corr2d/native_probe/in=64x64 k=3x3" in ln for ln in lines), proc.stdout
+    assert any(ln.startswith("ok") and "corr2d/native/in=64x64 k=3x3" in ln for ln in lines), proc.stdout
+    (run_dir,) = (out / "probe-check").iterdir()
+    assert "| regressed | `corr2d/native_probe/in=64x64 k=3x3` |" in (run_dir / "check.md").read_text()
+    report = json.loads((run_dir / "check.json").read_text())
+    assert report["summary"]["regressed"] == 1 and report["current"]["format_version"] == FORMAT_VERSION
+
+    proc = run_cli("baseline", suite, "--out", slowed, "--device", "cpu")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_cli("check", suite, "--baseline", slowed, "--device", "cpu", "--out", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 cases: 2 ok" in proc.stdout
+
+
+def test_a_plugin_that_cannot_be_imported_is_an_input_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_PLUGINS", "no_such_plugin_module")
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
+    proc = run_cli("list", suite)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: HARNESS_PLUGINS: cannot import 'no_such_plugin_module'")
