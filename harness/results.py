@@ -82,6 +82,27 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
+# The per-epoch training series (MLflow metrics with step = epoch, and steps.csv): the same keys for
+# every model, so that MLflow's compare view lines the models up metric by metric.
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "epoch_time_s")
+# Columns logged as run-level MLflow metrics when a row is done (harness report --from-mlflow reads
+# them back).
+RUN_METRICS = ("time_median_s", "time_iqr_s", "n_measurements", "gflops", "speedup", "max_abs_err", "loss_final",
+               "wall_s", *EPOCH_METRICS, "best_val_acc", "train_time_s", "time_to_target_s", "compile_s",
+               "peak_mem_bytes", "peak_mem_reserved_bytes", "peak_rss_bytes", "gpu_mem_used_peak_bytes",
+               "gpu_util_mean_pct", "gpu_power_mean_w", "params")
+
+
+def metric_name(column: str, kind: str) -> str:
+    """The run-level MLflow metric a column is logged as: a training row's last-epoch values take a
+    `final_` prefix, so they do not collide with the per-epoch series of the same name."""
+    return f"final_{column}" if kind == "train" and column in EPOCH_METRICS else column
+
+
+def run_metrics(row: dict) -> dict[str, float]:
+    return {metric_name(k, row["kind"]): float(row[k]) for k in RUN_METRICS if row.get(k) is not None}
+
+
 def to_frame(rows: list[dict]):
     """Rows -> DataFrame with exactly COLUMNS, in order, with their dtypes."""
     import pandas as pd

@@ -170,7 +170,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) ->
                     break
             finalize(exp, exp_rows)  # speedups need the baseline row, even one kept from before
             for row, child in zip(new_rows, children):
-                tracker.log_metrics(child, _metrics(row))
+                tracker.log_metrics(child, results.run_metrics(row))
                 tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")
             results.save(rows, run.path)  # after every experiment: a killed run keeps these rows
             if fail_fast and any(r["status"] in BAD for r in new_rows):
@@ -227,24 +227,6 @@ def _is_oom(e: Exception) -> bool:
     import torch
 
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
-METRIC_COLUMNS = ("time_median_s", "time_iqr_s", "n_measurements", "gflops", "speedup", "max_abs_err",
-                  "loss_final", "wall_s", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc",
-                  "images_per_s", "epoch_time_s", "train_time_s", "time_to_target_s", "compile_s", "peak_mem_bytes",
-                  "peak_mem_reserved_bytes", "peak_rss_bytes", "gpu_mem_used_peak_bytes", "gpu_util_mean_pct",
-                  "gpu_power_mean_w", "params")
-
-
-def _metrics(row: dict) -> dict:
-    """The row's numbers as run-level MLflow metrics. Training summaries get a `final_` prefix so
-    they do not collide with the per-epoch series of the same name (step = epoch)."""
-    per_epoch = {"train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "epoch_time_s"}
-    out = {}
-    for k in METRIC_COLUMNS:
-        if row.get(k) is not None:
-            out[f"final_{k}" if row["kind"] == "train" and k in per_epoch else k] = float(row[k])
-    return out
 
 
 def _write(run_dir: Path, rows, steps, env) -> None:

@@ -19,6 +19,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from harness import results
 from harness.errors import UserError
 
 __all__ = ["MlflowTracker", "default_tracking_uri", "flatten"]
@@ -215,15 +216,6 @@ class MlflowTracker:
 
 
 
-# Row fields that `run` logs as run-level metrics, under their results-table names; training rows log
-# the last-epoch values of the per-epoch series as `final_<name>` (see runner._metrics).
-_ROW_METRICS = ("time_median_s", "time_iqr_s", "n_measurements", "gflops", "speedup", "max_abs_err", "loss_final",
-                "wall_s", "best_val_acc", "train_time_s", "time_to_target_s", "compile_s", "peak_mem_bytes",
-                "peak_mem_reserved_bytes", "peak_rss_bytes", "gpu_mem_used_peak_bytes", "gpu_util_mean_pct",
-                "gpu_power_mean_w", "params")
-_PER_EPOCH = ("train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "epoch_time_s")
-
-
 def search_results(tracking_uri: str, suite: str | None = None):
     """The results table (harness.results columns) rebuilt from the child runs `run` logged, so that
     `report --from-mlflow` compares runs recorded on other machines into a shared server.
@@ -232,8 +224,6 @@ def search_results(tracking_uri: str, suite: str | None = None):
     Status is what MLflow knows: FINISHED -> ok (a kernel row without a time -> capped), FAILED ->
     failed (diverged included), KILLED -> failed, RUNNING -> running (not a result yet).
     """
-    from harness import results
-
     client = MlflowClient(tracking_uri=tracking_uri)
     experiments = [e for e in client.search_experiments() if suite in (None, e.name)]
     if not experiments:
@@ -272,7 +262,8 @@ def _row(run, parent, suite: str) -> dict:
            "mlflow_run_id": run.info.run_id,
            "started_at": dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.timezone.utc).isoformat(timespec="seconds")}
     row["device_name"] = _none(p_tags.get("gpu_name") if (row["device"] or "").startswith("cuda") else p_tags.get("cpu_model"))
-    row |= {k: metrics[k] for k in _ROW_METRICS if k in metrics}
+    row |= {k: metrics[results.metric_name(k, kind)] for k in results.RUN_METRICS
+            if results.metric_name(k, kind) in metrics}
     for k in ("n_measurements", "peak_mem_bytes", "peak_mem_reserved_bytes", "peak_rss_bytes",
               "gpu_mem_used_peak_bytes", "params"):
         if k in row:
@@ -281,7 +272,6 @@ def _row(run, parent, suite: str) -> dict:
         variants = json.loads(params.get("variants") or "[]")
         row["baseline"] = param("baseline") or (variants[0] if variants else None)
     if kind == "train":
-        row |= {k: metrics[f"final_{k}"] for k in _PER_EPOCH if f"final_{k}" in metrics}
         row |= {"model": param("model"), "epochs": param("epochs", int), "batch_size": param("batch_size", int),
                 "lr": param("lr", float), "precision": param("precision"), "resize": tags.get("size")}
     status = run.info.status

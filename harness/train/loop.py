@@ -26,7 +26,6 @@ from harness.tasks import Task
 from harness.train import checkpoint, plots
 from harness.train.data import eval_batches, load_fashion_mnist, resolve_data_dir, to_input, train_batches
 
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "epoch_time_s")
 _DATA_CACHE: dict = {}  # (dir, device, limits) -> FashionMNIST: loaded once per invocation
 
 
