@@ -6,6 +6,7 @@ know which family it is timing. Variants are plain functions `fn(case, *inputs) 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class Variant:
     fn: Callable[..., torch.Tensor]
     python_loop: bool = False  # a Python loop over output pixels: capped by loop_max_iters
 
-    @property
+    @functools.cached_property  # sources are read once per process (frozen dataclass: no __setattr__)
     def code_hash(self) -> str:
         """sha256 of the variant's source and of every harness function it calls, transitively:
         results of changed code are not comparable (as asv does)."""
