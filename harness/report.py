@@ -85,7 +85,7 @@ def _kernel_section(exp_id: str, g) -> list[str]:
 
     def speedup_cell(ok) -> str:
         s = ok["speedup"].median()
-        return "—" if pd.isna(s) else f"{s:.3g}×"
+        return "—" if pd.isna(s) else fmt_ratio(s)
 
     out = ["", f"## {exp_id} — kernel `{family}`", "", "Median time per call:", "", cell_table(time_cell),
            "", f"Speedup over `{baseline}`:", "", cell_table(speedup_cell),
