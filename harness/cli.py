@@ -23,6 +23,8 @@ examples:
   python -m harness report results/kernels              compare runs: speedups, mean ± std, two runs side by side
   python -m harness dashboard                           static HTML dashboard in dashboards/site/
   python -m harness ui                                  MLflow UI on 127.0.0.1 for results/mlflow.db
+  python -m harness run suites/training.yaml --no-tracking   offline (e.g. on a GPU node), then later:
+  python -m harness sync results/training/<run>         log that run directory into MLflow
 """
 
 
@@ -190,6 +192,14 @@ def _add_comparison(sub) -> None:
     dash.add_argument("--out", type=Path, default=Path("dashboards/site"), metavar="DIR",
                       help="directory to write index.html into (default: dashboards/site/)")
 
+    sync = sub.add_parser("sync", help="log finished run directories (e.g. made with --no-tracking) into MLflow")
+    sync.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR",
+                      help="run directories, or folders holding them (every tracking.jsonl below is synced)")
+    sync.add_argument("--tracking-uri", metavar="URI",
+                      help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///DIR/mlflow.db)")
+    sync.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
+                      help="results root whose mlflow.db and mlartifacts/ to use (default: results/, as `run --out`)")
+
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 against the store `run` writes")
     ui.add_argument("--port", type=int, default=5000, help="TCP port (default 5000)")
     ui.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
@@ -233,6 +243,23 @@ def cmd_dashboard(args) -> int:
 
     index = dashboard.build(args.paths, args.out, suite=args.suite, since=args.since)
     print(f"dashboard: {index.resolve().as_uri()}")
+    return 0
+
+
+def cmd_sync(args) -> int:
+    from harness.sync import find_run_dirs, sync_run_dir
+
+    run_dirs = find_run_dirs(args.paths)  # every input checked before anything is logged
+    from harness.tracking import MlflowTracker, default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri(args.out)
+    for run_dir in run_dirs:
+        tracker = MlflowTracker(uri, args.out / "mlartifacts")
+        o = sync_run_dir(run_dir, tracker)
+        parts = [f"{len(v)} {k}" for k, v in (("created", o.created), ("updated", o.updated),
+                                                ("unchanged", o.unchanged)) if v]
+        print(f"synced {run_dir}: {', '.join(parts)} (experiment {o.suite!r}, parent run {o.parent_run_id})")
+    print(f"MLflow: {uri}")
     return 0
 
 
@@ -280,4 +307,4 @@ def cmd_check(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env, "report": cmd_report,
-            "dashboard": cmd_dashboard, "ui": cmd_ui, "baseline": cmd_baseline, "check": cmd_check}
+            "dashboard": cmd_dashboard, "sync": cmd_sync, "ui": cmd_ui, "baseline": cmd_baseline, "check": cmd_check}

@@ -61,7 +61,7 @@ def reopen(path: Path, suite) -> RunDir:
         df = results.load(path)
         for row in df.to_dict("records"):
             if row["status"] in FINISHED:
-                run.done[task_key(row["experiment"], row["variant"], row["size"])] = _plain(row)
+                run.done[task_key(row["experiment"], row["variant"], row["size"])] = plain_row(row)
     if (path / "steps.csv").exists():
         import pandas as pd
 
@@ -74,7 +74,7 @@ def task_key(experiment: str, variant: str, size: str) -> str:
     return f"{experiment}/{variant}/{size}"
 
 
-def _plain(row: dict) -> dict:
+def plain_row(row: dict) -> dict:
     """pandas NA -> None, numpy scalars -> Python, schema_version dropped (to_frame adds it)."""
     import pandas as pd
 

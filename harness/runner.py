@@ -3,7 +3,7 @@ progress, MLflow logging, and the run directory (see harness.rundir).
 
 Each invocation writes `<out>/<suite>/<UTC time>-<short id>/` with results.csv/.parquet,
 steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/,
-checkpoints/ and errors.log. A task that raises becomes a failed row; the others still run.
+checkpoints/, errors.log and tracking.jsonl (harness.journal: what `harness sync` replays). A task that raises becomes a failed row; the others still run.
 Exit code: 0 all ok, 1 a row failed or diverged.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import determinism, envinfo, report, results, rundir
+from harness import determinism, envinfo, journal, report, results, rundir
 from harness.errors import UserError
 from harness.tasks import finalize, tasks_for
 
@@ -96,14 +96,17 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
     env = envinfo.collect() | {"device": device, "argv": argv or []}
     if resume_dir is not None:
         run = rundir.reopen(resume_dir, suite)
+        _check_same_tracking(run, tracker)
+        tracker = journal.Journal(tracker, run.path)
         tracker.resume(suite.name, run.parent_run_id)
     else:
         run = rundir.new(out_root, suite.name)
+        tracker = journal.Journal(tracker, run.path)  # tracking.jsonl: what `harness sync` replays
         run.parent_run_id = tracker.start(
             suite.name, run.run_id, params={"suite": suite.name, "device": device, "argv": argv or [],
                                             "experiments": len(suite.experiments)},
             tags=_env_tags(env) | {"run_dir": str(run.path)})
-        run.path.mkdir(parents=True)
+        run.path.mkdir(parents=True, exist_ok=True)  # the journal made it
         results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))
         results.atomic_write_json(run.path / "env.json", env)
     run.save_state()
@@ -178,6 +181,16 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) ->
                 return
 
 
+def _check_same_tracking(run, tracker) -> None:
+    offline = journal.is_offline(run.parent_run_id) or not run.parent_run_id
+    if offline and tracker.tracking_uri:
+        raise UserError(f"--resume {run.path}: that run was made with --no-tracking; resume it with "
+                        f"--no-tracking too, then log it with `python -m harness sync {run.path}`")
+    if not offline and not tracker.tracking_uri:
+        raise UserError(f"--resume {run.path}: that run is tracked in MLflow (run {run.parent_run_id}); "
+                        f"resume it without --no-tracking so the same MLflow runs are continued")
+
+
 def _child_run(tracker, run, key, exp, task, settings) -> str:
     if key in run.children:
         return tracker.resume_child(run.children[key])
@@ -205,7 +218,8 @@ def _checkpoint(run, exp):
 def _run_task(exp, task, base, ctx) -> dict:
     spec = exp.spec
     row = base | task.fields | {"experiment": exp.id, "kind": spec.kind, "seed": spec.seed,
-                                "determinism": spec.determinism, "mlflow_run_id": ctx.run_id,
+                                "determinism": spec.determinism,
+                                "mlflow_run_id": None if journal.is_offline(ctx.run_id) else ctx.run_id,
                                 "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     determinism.seed_everything(spec.seed)
     t0 = time.perf_counter()

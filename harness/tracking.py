@@ -99,28 +99,30 @@ class MlflowTracker:
         self.parent_run_id = ""
         self._open: list[str] = []  # in start order; close() ends children before the parent
 
-    def start(self, suite: str, run_name: str, params: dict, tags: dict) -> str:
-        """Get or create the suite's experiment, open the parent run, log params and tags."""
+    def start(self, suite: str, run_name: str, params: dict, tags: dict, at_ms: int | None = None) -> str:
+        """Get or create the suite's experiment, open the parent run, log params and tags.
+
+        `at_ms` (here and below): the time to record instead of now, when a journal is replayed."""
         self.experiment_id = self._experiment_id(suite)
-        run = self.client.create_run(self.experiment_id, start_time=_now_ms(), run_name=run_name)
+        run = self.client.create_run(self.experiment_id, start_time=at_ms or _now_ms(), run_name=run_name)
         self.parent_run_id = run.info.run_id
         self._open.append(self.parent_run_id)
-        self._log(self.parent_run_id, params=params, tags=tags)
+        self.log_params(self.parent_run_id, params=params, tags=tags)
         return self.parent_run_id
 
-    def start_child(self, name: str, params: dict, tags: dict) -> str:
+    def start_child(self, name: str, params: dict, tags: dict, at_ms: int | None = None) -> str:
         """Open a child run of the parent in the same experiment; log its params and tags."""
         if not self.parent_run_id:
             raise RuntimeError("start_child() called before start()")
         run = self.client.create_run(
             self.experiment_id,
-            start_time=_now_ms(),
+            start_time=at_ms or _now_ms(),
             tags={PARENT_RUN_TAG: self.parent_run_id},
             run_name=name,
         )
         run_id = run.info.run_id
         self._open.append(run_id)
-        self._log(run_id, params=params, tags=tags)
+        self.log_params(run_id, params=params, tags=tags)
         return run_id
 
     def resume(self, suite: str, parent_run_id: str) -> str:
@@ -142,12 +144,13 @@ class MlflowTracker:
         dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None,
+                    at_ms: int | None = None) -> None:
         """Log metrics at one step (0 when None) in as few batches as MLflow allows.
 
         None values are skipped (a metric that was not measured); NaN and inf are logged as is.
         """
-        ts = _now_ms()
+        ts = at_ms or _now_ms()
         entities = [
             Metric(key, float(value), ts, step or 0)
             for key, value in metrics.items()
@@ -166,11 +169,11 @@ class MlflowTracker:
             else:
                 raise FileNotFoundError(f"artifact not found: {path}")
 
-    def end(self, run_id: str, status: str) -> None:
+    def end(self, run_id: str, status: str, at_ms: int | None = None) -> None:
         """Close a run as FINISHED, FAILED or KILLED."""
         if status not in END_STATUSES:
             raise ValueError(f"status must be one of {', '.join(END_STATUSES)}, got {status!r}")
-        self.client.set_terminated(run_id, status=status, end_time=_now_ms())
+        self.client.set_terminated(run_id, status=status, end_time=at_ms or _now_ms())
         if run_id in self._open:
             self._open.remove(run_id)
 
@@ -185,6 +188,25 @@ class MlflowTracker:
             except Exception:  # noqa: BLE001 - cleanup must reach every run
                 log.warning("could not mark MLflow run %s as KILLED", run_id, exc_info=True)
                 self._open.remove(run_id)
+
+    def find_run(self, suite: str, name: str, parent_run_id: str | None = None):
+        """The run named `name` in the suite's experiment (a child of `parent_run_id`, or a parent
+        run when None), or None: how `harness sync` recognises runs it logged before."""
+        exp = self.client.get_experiment_by_name(suite)
+        if exp is None:
+            return None
+        quoted = name.replace("'", "\\'")
+        runs = self.client.search_runs([exp.experiment_id], f"attributes.run_name = '{quoted}'", max_results=1000)
+        for run in runs:
+            if run.data.tags.get(PARENT_RUN_TAG) == parent_run_id:
+                return run
+        return None
+
+    def adopt(self, suite: str, run_id: str, parent: bool) -> None:
+        """Log into an existing run of the suite's experiment, as if this tracker had opened it."""
+        self.experiment_id = self._experiment_id(suite)
+        if parent:
+            self.parent_run_id = run_id
 
     def _experiment_id(self, suite: str) -> str:
         exp = self.client.get_experiment_by_name(suite)
@@ -208,7 +230,8 @@ class MlflowTracker:
             )
         return exp.experiment_id
 
-    def _log(self, run_id: str, params: dict, tags: dict) -> None:
+    def log_params(self, run_id: str, params: dict, tags: dict) -> None:
+        """Params and tags, flattened (see `flatten`); the same value logged again is a no-op."""
         p = [Param(k, v) for k, v in flatten(params).items()]
         t = [RunTag(k, v) for k, v in flatten(tags).items()]
         for _, pb, tb in _batches([], p, t):

@@ -67,7 +67,7 @@ def test_run_directory_holds_every_output(e2e):
     _, run_dirs, _, tmp = e2e
     run_dir = run_dirs[0]
     assert {p.name for p in run_dir.iterdir()} == {"results.csv", "results.parquet", "report.md", "env.json",
-                                                   "suite.yaml", "steps.csv", "state.json"}
+                                                   "suite.yaml", "steps.csv", "state.json", "tracking.jsonl"}
     assert not list(tmp.glob("mlruns")) and not list(REPO.glob("mlruns"))
     env = json.loads((run_dir / "env.json").read_text())
     assert env["device"] == "cpu" and env["torch"] and env["cpu_count"]

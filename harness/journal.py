@@ -1,0 +1,149 @@
+"""The tracking journal: every tracker call of a run, appended to `<run dir>/tracking.jsonl`.
+
+`run` always wraps its tracker (MLflow, or none with `--no-tracking`) in a `Journal`, so every run
+directory holds a complete, timestamped record of what was (or would have been) logged: the
+parent and child runs with their names, params and tags, datasets, per-epoch metrics with their
+steps, artifacts and end statuses. `python -m harness sync RUN_DIR` (harness.sync) replays it into
+an MLflow store later, with the original timestamps: GPU nodes that cannot reach a tracking server,
+or lack mlflow, run offline and are synced from a machine that can. No mlflow import here.
+
+One JSON object per line, `op` plus `t` (ms since the epoch) and `id` (the run the call is about):
+
+    start        suite, name, params, tags            open the parent run
+    start_child  name, parent, params, tags           open a child run of `parent`
+    resume       suite                                continue the parent (`run --resume`)
+    resume_child                                      continue a child
+    dataset      name, digest, source, context        an MLflow dataset input
+    metrics      step, metrics                        metrics at one step
+    artifacts    paths                                files/dirs, relative to the run dir when inside it
+    end          status                               FINISHED | FAILED | KILLED
+    close                                             every run still open ends KILLED (Ctrl-C, crash)
+
+Run ids are the wrapped tracker's (MLflow run ids), or `offline:<run name>` without tracking: a run
+name is unique within its run directory (the parent's is the run directory's name, a child's the
+task key), so the ids in state.json still tell the runs apart when `--resume` continues them.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+FILE = "tracking.jsonl"
+OFFLINE = "offline:"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def is_offline(run_id: str) -> bool:
+    return run_id.startswith(OFFLINE)
+
+
+class Journal:
+    """A tracker that appends each call to `<run_dir>/tracking.jsonl`, then passes it on to `inner`.
+
+    The inner call comes first: if it fails (an unreachable server), nothing is journaled and the
+    run directory is not created by the journal. Each line is flushed at once, so a killed process
+    leaves every call it made on disk.
+    """
+
+    def __init__(self, inner, run_dir: Path):
+        self.inner = inner
+        self.path = Path(run_dir) / FILE
+
+    tracking_uri = property(lambda self: self.inner.tracking_uri)
+    experiment_id = property(lambda self: self.inner.experiment_id)
+    parent_run_id = property(lambda self: self.inner.parent_run_id or self._parent)
+    _parent = ""
+
+    def start(self, suite: str, run_name: str, params: dict, tags: dict) -> str:
+        t = _now_ms()
+        run_id = self.inner.start(suite, run_name, params, tags) or OFFLINE + run_name
+        self._parent = run_id
+        self._write("start", run_id, t, suite=suite, name=run_name, params=params, tags=tags)
+        return run_id
+
+    def start_child(self, name: str, params: dict, tags: dict) -> str:
+        t = _now_ms()
+        run_id = self.inner.start_child(name, params, tags) or OFFLINE + name
+        self._write("start_child", run_id, t, name=name, parent=self.parent_run_id, params=params, tags=tags)
+        return run_id
+
+    def resume(self, suite: str, parent_run_id: str) -> str:
+        t = _now_ms()
+        self.inner.resume(suite, "" if is_offline(parent_run_id) else parent_run_id)
+        self._parent = parent_run_id
+        self._write("resume", parent_run_id, t, suite=suite)
+        return parent_run_id
+
+    def resume_child(self, run_id: str) -> str:
+        t = _now_ms()
+        self.inner.resume_child("" if is_offline(run_id) else run_id)
+        self._write("resume_child", run_id, t)
+        return run_id
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
+        t = _now_ms()
+        self.inner.log_dataset(self._inner_id(run_id), name, digest, source, context)
+        self._write("dataset", run_id, t, name=name, digest=digest, source=source, context=context)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        t = _now_ms()
+        self.inner.log_metrics(self._inner_id(run_id), metrics, step=step)
+        kept = {k: float(v) for k, v in metrics.items() if v is not None}
+        self._write("metrics", run_id, t, step=step or 0, metrics=kept)
+
+    def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
+        t = _now_ms()
+        self.inner.log_artifacts(self._inner_id(run_id), paths)
+        self._write("artifacts", run_id, t, paths=[self._relative(p) for p in paths])
+
+    def end(self, run_id: str, status: str) -> None:
+        t = _now_ms()
+        self.inner.end(self._inner_id(run_id), status)
+        self._write("end", run_id, t, status=status)
+
+    def close(self) -> None:
+        t = _now_ms()
+        self.inner.close()
+        if self.path.exists():  # only a run that started has anything to close
+            self._write("close", "", t)
+
+    def _inner_id(self, run_id: str) -> str:
+        return "" if is_offline(run_id) else run_id
+
+    def _relative(self, path) -> str:
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.path.parent.resolve()))
+        except ValueError:
+            return str(path)
+
+    def _write(self, op: str, run_id: str, t: int, **fields) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"op": op, "t": t, "id": run_id, **fields}, default=str)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def read(run_dir: Path) -> list[dict]:
+    """The journal's records, in order; raises ValueError naming the line of a broken record
+    (a line cut short by a kill is the last one, and is dropped)."""
+    path = Path(run_dir) / FILE
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # the process died while writing its last line
+                break
+            raise ValueError(f"{path}:{i}: not a JSON record ({e})") from e
+        if not isinstance(record, dict) or "op" not in record or "t" not in record:
+            raise ValueError(f"{path}:{i}: not a journal record (needs `op` and `t`)")
+        records.append(record)
+    return records
