@@ -111,6 +111,8 @@ def _training_section(t) -> list[str]:
              "train_loss": pm("train_loss", "{:.4f}"), "images/s": pm("images_per_s", "{:,.0f}"),
              "epoch s": pm("epoch_time_s", "{:.2f}"), "wall s": pm("wall_s", "{:.1f}"),
              "to target s": pm("time_to_target_s", "{:.1f}"), "peak MiB": pm("peak_mem_bytes", "{:,.0f}", 2**-20),
+             "TFLOP/s": pm("achieved_tflops", "{:.2f}"), "MFU %": pm("mfu", "{:.1f}", 100),
+             "compile s": pm("compile_s", "{:.1f}"),
              "params": lambda g: f"{int(g['params'].dropna().iloc[0]):,}" if g["params"].notna().any() else "—",
              "seeds": lambda g: str(g["seed"].nunique()),
              "status": lambda g: ", ".join(f"{n} {s}" for s, n in g["status"].value_counts().items())}
@@ -119,7 +121,10 @@ def _training_section(t) -> list[str]:
     out = ["", "## Training", "",
            "Per model: validation accuracy after the last epoch (mean ± std over seeds), best over epochs, "
            "training images/s (median over epochs, evaluation excluded), seconds per epoch, wall seconds, "
-           "peak memory (CUDA allocator peak, or process RSS on CPU).", "", table.to_markdown(index=False)]
+           "peak memory (CUDA allocator peak, or process RSS on CPU), achieved training TFLOP/s (forward + backward "
+           "convolution and matrix FLOPs x images/s) and MFU against the GPU's dense peak for the precision "
+           "(— for a CPU or a GPU the peak table does not know), first compiled step.", "",
+           table.to_markdown(index=False)]
     bad = t[t["status"] != "ok"]
     if len(bad):
         out += ["", *[f"- `{r.experiment}`: **{r.status}** — {r.error}" for r in bad.itertuples()]]

@@ -41,7 +41,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "n_measurements": ("Int64", "timed blocks behind the median (each the mean of several calls)"),
     "max_abs_err": ("float64", "max |variant - float64 reference| on fresh random inputs"),
     "tolerance": ("float64", "allowed max_abs_err (tolerance x max(1, max|reference|))"),
-    "flops": ("float64", "arithmetic operations per call (multiply-add = 2)"),
+    "flops": ("float64", "arithmetic operations per call (multiply-add = 2); train: per training image, "
+                         "forward + backward convolutions and matrix products (harness.train.mfu)"),
     "gflops": ("float64", "flops / time_median_s / 1e9"),
     "speedup": ("float64", "baseline variant's median time / this variant's, same size and seed"),
     "baseline": ("string", "the variant speedups are measured against"),
@@ -70,6 +71,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "gpu_mem_used_peak_bytes": ("Int64", "train: peak GPU memory in use, sampled through NVML"),
     "gpu_util_mean_pct": ("float64", "train: mean GPU utilisation, sampled through NVML"),
     "gpu_power_mean_w": ("float64", "train: mean GPU power in watts, sampled through NVML"),
+    "achieved_tflops": ("float64", "train: flops x images_per_s / 1e12"),
+    "mfu": ("float64", "train: achieved_tflops / the GPU's dense peak for the precision (empty: unknown GPU or CPU)"),
     "params": ("Int64", "train: number of model parameters"),
     "fingerprint": ("string", "train: hash of the final weights and the per-epoch loss/accuracy trace"),
     "dataset_digest": ("string", "train: sha256 prefix of the decoded training and validation tensors"),
@@ -81,6 +84,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "mlflow_run_id": ("string", "MLflow child run id (empty without tracking)"),
 }
 
+# Columns added to schema 1 later, read as empty from files written before them.
+ADDED_IN_V1 = ("achieved_tflops", "mfu")
+
 
 # The per-epoch training series (MLflow metrics with step = epoch, and steps.csv): the same keys for
 # every model, so that MLflow's compare view lines the models up metric by metric.
@@ -90,7 +96,7 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "images_per_s
 RUN_METRICS = ("time_median_s", "time_iqr_s", "n_measurements", "gflops", "speedup", "max_abs_err", "loss_final",
                "wall_s", *EPOCH_METRICS, "best_val_acc", "train_time_s", "time_to_target_s", "compile_s",
                "peak_mem_bytes", "peak_mem_reserved_bytes", "peak_rss_bytes", "gpu_mem_used_peak_bytes",
-               "gpu_util_mean_pct", "gpu_power_mean_w", "params")
+               "gpu_util_mean_pct", "gpu_power_mean_w", "params", "flops", "achieved_tflops", "mfu")
 
 
 def metric_name(column: str, kind: str) -> str:
@@ -137,6 +143,9 @@ def load(path: Path | str):
         found = ", ".join(sorted(versions)) or "none"
         raise UserError(f"{path}: results schema_version {found}, this harness reads {SCHEMA_VERSION}; "
                         f"re-run the suite with this version, or read it with the harness that wrote it")
+    for c in ADDED_IN_V1:  # columns added after files of this version were written: empty there
+        if c not in df.columns:
+            df[c] = None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{path}: not a harness results file (missing columns: {', '.join(missing)})")

@@ -79,7 +79,7 @@ class TrainSpec(_Spec):
     # speed options: they trade determinism for speed and are refused in strict mode
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     channels_last: bool = False
-    compile: Literal["none", "default", "max-autotune"] = "none"
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"  # reduce-overhead: CUDA graphs
     cudnn_benchmark: bool = False
 
     @property

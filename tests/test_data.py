@@ -310,3 +310,33 @@ def test_real_fashion_mnist(tmp_path: Path) -> None:
     if root == REAL_DIR:
         assert {"train": ds.train.digest, "val": ds.val.digest, "all": ds.digest} == REAL_DIGESTS
     assert first_s < 10, f"loading took {first_s:.1f} s"
+
+
+# --- the resized set, prepared once ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resize", [(32, 32), (96, 80)])
+def test_a_prepared_split_gives_bitwise_the_inputs_of_per_batch_resizing(fmnist_dir: Path, resize) -> None:
+    ds = load_fashion_mnist(fmnist_dir)
+    ready = data.prepare(ds, resize, budget_bytes=1 << 30)
+    assert ready is not None and ready.train.images.shape == (len(ds.train), 1, *resize)
+    assert ready.digest == ds.digest and torch.equal(ready.train.labels, ds.train.labels)
+    pairs = zip(train_batches(ds.train, 7, seed=3, epoch=1), train_batches(ready.train, 7, seed=3, epoch=1))
+    for (x, y), (xp, yp) in pairs:
+        assert torch.equal(y, yp)
+        for cl in (False, True):
+            a, b = to_input(x, resize, channels_last=cl), to_input(xp, resize, channels_last=cl)
+            assert torch.equal(a, b) and a.stride() == b.stride()
+        assert torch.equal(to_input(x, resize, dtype=torch.bfloat16), to_input(xp, resize, dtype=torch.bfloat16))
+    for (x, _), (xp, _) in zip(eval_batches(ds.val, 5), eval_batches(ready.val, 5)):
+        assert torch.equal(to_input(x, resize), to_input(xp, resize))
+
+
+def test_prepare_only_when_it_fits_and_something_is_resized(fmnist_dir: Path) -> None:
+    ds = load_fashion_mnist(fmnist_dir)
+    need = (len(ds.train) + len(ds.val)) * 32 * 32 * 4
+    assert data.prepare(ds, (32, 32), budget_bytes=need - 1) is None
+    assert data.prepare(ds, (32, 32), budget_bytes=need) is not None
+    assert data.prepare(ds, None, budget_bytes=1 << 30) is None
+    assert data.prepare(ds, (28, 28), budget_bytes=1 << 30) is None
+    assert 0 < data.memory_budget(torch.device("cpu"))

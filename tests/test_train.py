@@ -44,8 +44,11 @@ def test_two_seeded_runs_give_equal_fingerprints_and_another_seed_differs(smoke_
 def test_training_rows_carry_every_documented_number(smoke_runs):
     a = smoke_runs["a"]
     for col in ("train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "images_per_s", "epoch_time_s",
-                "wall_s", "train_time_s", "peak_mem_bytes", "peak_rss_bytes", "params", "dataset_digest"):
+                "wall_s", "train_time_s", "peak_mem_bytes", "peak_rss_bytes", "params", "dataset_digest",
+                "flops", "achieved_tflops"):
         assert a[col].notna().all(), col
+    assert a.mfu.isna().all()  # a CPU has no peak in the table: no MFU rather than a wrong one
+    assert (a.achieved_tflops == a.flops * a.images_per_s / 1e12).all()
     assert (a.val_acc <= a.best_val_acc).all() and a.val_acc.between(0, 1).all()
     assert list(a.resize) == ["28x28", "32x32", "32x32", "32x32"] and set(a.epochs) == {2}
     assert a.loc["lenet", "params"] == 61_706  # LeNet-5 as in d2l 7.6

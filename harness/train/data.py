@@ -219,7 +219,14 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, 
 
 def to_input(images: torch.Tensor, resize: tuple[int, int] | None, *, dtype: torch.dtype = torch.float32,
              channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> dtype (B, 1, H, W) in [0, 1]: the book's [Resize,] ToTensor, no normalisation."""
+    """uint8 (B, 28, 28) -> dtype (B, 1, H, W) in [0, 1]: the book's [Resize,] ToTensor, no normalisation.
+
+    Images of a `prepared` split (float32 (B, 1, H, W), already scaled and resized) only change
+    dtype and memory format."""
+    if images.is_floating_point() and images.dim() == 4:
+        x = images
+        return (x.to(dtype) if x.dtype != dtype else x).contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if images.dtype != torch.uint8 or images.dim() != 3:
         raise ValueError(f"expected uint8 (B, H, W) images, got {images.dtype} {tuple(images.shape)}")
     x = images.unsqueeze(1).to(torch.float32).div_(255)  # scale and resize in fp32 even for bf16 runs
@@ -232,3 +239,37 @@ def to_input(images: torch.Tensor, resize: tuple[int, int] | None, *, dtype: tor
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def prepare(data: FashionMNIST, resize: tuple[int, int] | None, budget_bytes: int) -> FashionMNIST | None:
+    """Both splits scaled and resized once, as float32 (N, 1, H, W) on their device, when they fit in
+    `budget_bytes`; else None (the caller resizes per batch).
+
+    Bilinear resizing treats each image on its own, so the values are bit for bit those that
+    `to_input` computes batch by batch (the tests check it): strict-mode fingerprints do not change.
+    It saves the per-batch resize (once per image and epoch) in training and evaluation.
+    """
+    if resize is None or tuple(resize) == IMAGE_SIZE:
+        return None
+    need = (len(data.train) + len(data.val)) * resize[0] * resize[1] * 4
+    if need > budget_bytes:
+        return None
+    return FashionMNIST(_prepared(data.train, resize), _prepared(data.val, resize), data.source, data.digest)
+
+
+def _prepared(split: Split, resize: tuple[int, int], chunk: int = 1024) -> Split:
+    out = torch.empty((len(split), 1, *resize), dtype=torch.float32, device=split.images.device)
+    for start in range(0, len(split), chunk):
+        out[start:start + chunk] = to_input(split.images[start:start + chunk], resize)
+    return Split(out, split.labels, split.digest)
+
+
+def memory_budget(device: torch.device, fraction: float = 0.25) -> int:
+    """Bytes a prepared (resized) dataset may take: `fraction` of the device's free memory
+    (CUDA: cudaMemGetInfo; CPU: available RAM), leaving the rest to the model and its activations."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * fraction)
+    import psutil
+
+    return int(psutil.virtual_memory().available * fraction)

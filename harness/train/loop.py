@@ -4,8 +4,8 @@ the device, with per-epoch metrics, checkpoints, resume, divergence detection an
 Timed windows (all synchronised on CUDA): `images_per_s` covers the training batches of an epoch
 only (forward, backward, step; per-batch resize included, evaluation excluded); `epoch_time_s`
 covers training and evaluation; `time_to_target_s` is the cumulative epoch time until the
-validation accuracy first reaches `target_accuracy`. With `compile`, the first step (tracing and
-compilation) is timed on its own as `compile_s` and kept out of every other number. Loss and
+validation accuracy first reaches `target_accuracy`. With `compile`, the first step of each batch
+size (tracing and compilation) is timed on its own as `compile_s` and kept out of every other number. Loss and
 accuracy accumulate on the device:
 the only host syncs are at the end of each epoch's training and evaluation passes.
 """
@@ -20,13 +20,16 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from harness import determinism, telemetry
+from harness import determinism, envinfo, telemetry
 from harness.models import create_model
 from harness.tasks import Task
 from harness.train import checkpoint, plots
-from harness.train.data import eval_batches, load_fashion_mnist, resolve_data_dir, to_input, train_batches
+from harness.train import mfu
+from harness.train.data import (eval_batches, load_fashion_mnist, memory_budget, prepare, resolve_data_dir, to_input,
+                                train_batches)
 
 _DATA_CACHE: dict = {}  # (dir, device, limits) -> FashionMNIST: loaded once per invocation
+_PREPARED: dict = {}  # (data, resize) -> the data resized once, or None when it did not fit
 
 
 def train_tasks(exp, device) -> list[Task]:
@@ -48,10 +51,30 @@ def load_data(spec, device, data_dir, download=False):
     return _DATA_CACHE[key]
 
 
+def prepared_data(spec, device, data, ctx):
+    """The data resized once for the whole run when it fits (see data.prepare), else as loaded.
+
+    One resized set is kept at a time (the next experiment's size usually differs)."""
+    key = (id(data), spec.resize)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        t0 = time.perf_counter()
+        ready = prepare(data, spec.resize, memory_budget(device))
+        if ready is not None:
+            ctx.note(f"  {len(data.train) + len(data.val):,} images resized once to {'x'.join(map(str, spec.resize))} "
+                     f"on {device.type} ({ready.train.images.nbytes / 2**30 + ready.val.images.nbytes / 2**30:.1f} GiB, "
+                     f"{time.perf_counter() - t0:.1f} s)")
+        _PREPARED[key] = ready
+    return _PREPARED[key] or data
+
+
 def train(exp, device, ctx) -> dict:
     spec = exp.spec
     data = load_data(spec, device, ctx.data_dir, ctx.download)
     ctx.dataset("fashion_mnist", data.digest, str(data.source), "train+val")
+    data = prepared_data(spec, device, data, ctx)
     _speed_settings(spec)
     determinism.seed_everything(spec.seed)
     model = create_model(spec.model, input_size=spec.input_size, **spec.model_args).to(device)
@@ -66,7 +89,8 @@ def train(exp, device, ctx) -> dict:
             ctx.log(metrics, i + 1, tracked=False)
         ctx.note(f"{exp.id}: resumed after epoch {start} from {ctx.checkpoint_dir}")
     step = _compiled_step(model, optimizer, spec)
-    out = {"params": sum(p.numel() for p in model.parameters()), "dataset_digest": data.digest}
+    out = {"params": sum(p.numel() for p in model.parameters()), "dataset_digest": data.digest,
+           "flops": mfu.train_flops_per_image(model, spec.input_size)}
 
     with telemetry.Sampler(str(device)) as sampler:
         for epoch in range(start, spec.epochs):
@@ -90,26 +114,34 @@ def train(exp, device, ctx) -> dict:
                 break
     if history:
         ctx.artifact(plots.training_curves(history, ctx.run_dir / "plots" / f"{exp.id}.png", title=exp.id))
-    return out | _summary(history, spec, elapsed, model) | sampler.summary() | {"status": out.get("status", "ok")}
+    out |= _summary(history, spec, elapsed, model)
+    gpu = envinfo.device_name(str(device)) if device.type == "cuda" else None  # no CPU peaks: no CPU MFU
+    out |= mfu.utilisation(out["flops"], out.get("images_per_s"), gpu, spec.precision)
+    return out | sampler.summary() | {"status": out.get("status", "ok")}
 
 
 def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False) -> dict:
     """One pass over the training set and one over the validation set. With `compiling`, the
-    first batch (where torch.compile traces and compiles) is timed on its own as compile_s and
-    left out of images_per_s."""
+    first batch of each size (where torch.compile traces and compiles: the full batches, and a
+    short last one) is timed on its own as compile_s and left out of images_per_s and epoch_time_s."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     n_batches = math.ceil(len(data.train) / spec.batch_size)
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    compile_s, compile_n = 0.0, 0
+    compile_s, compile_n, shapes = 0.0, 0, set()
     sync()
     t0 = time.perf_counter()
     for i, (x, y) in enumerate(train_batches(data.train, spec.batch_size, seed=spec.seed, epoch=epoch)):
-        loss, logits = step(to_input(x, spec.resize, channels_last=spec.channels_last), y)
-        if compiling and i == 0:
+        new_shape = compiling and len(y) not in shapes  # compiled (again) for this batch size
+        if new_shape:
             sync()
-            compile_s, compile_n = time.perf_counter() - t0, len(y)
+            tc = time.perf_counter()
+        loss, logits = step(to_input(x, spec.resize, channels_last=spec.channels_last), y)
+        if new_shape:
+            sync()
+            compile_s, compile_n = compile_s + time.perf_counter() - tc, compile_n + len(y)
+            shapes.add(len(y))
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         ctx.progress(f"epoch {epoch + 1}/{spec.epochs}", i + 1, n_batches)
@@ -119,7 +151,8 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
     val_loss, val_acc = evaluate(model, data.val, spec)
     sync()
     out = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
-           "images_per_s": (len(data.train) - compile_n) / (train_s - compile_s),
+           "images_per_s": ((len(data.train) - compile_n) / (train_s - compile_s)  # nan: every batch compiled
+                            if len(data.train) > compile_n else float("nan")),
            "epoch_time_s": time.perf_counter() - t0 - compile_s}
     return out | ({"compile_s": compile_s} if compiling else {})
 
@@ -149,7 +182,9 @@ def _compiled_step(model, optimizer, spec):
 
     if spec.compile == "none":
         return step
-    return torch.compile(step, mode=None if spec.compile == "default" else spec.compile)
+    # dynamic=False: the short last batch gets a graph of its own instead of turning every graph
+    # dynamic. reduce-overhead replays CUDA graphs (launch-bound models such as LeNet at batch 128).
+    return torch.compile(step, mode=None if spec.compile == "default" else spec.compile, dynamic=False)
 
 
 def _autocast(spec, device):
