@@ -3,7 +3,8 @@ progress, MLflow logging, and the run directory (see harness.rundir).
 
 Each invocation writes `<out>/<suite>/<UTC time>-<short id>/` with results.csv/.parquet,
 steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/,
-checkpoints/, errors.log and tracking.jsonl (harness.journal: what `harness sync` replays). A task that raises becomes a failed row; the others still run.
+checkpoints/, errors.log and tracking.jsonl (harness.journal: what `harness sync` replays).
+A task that raises becomes a failed row; the others still run.
 Exit code: 0 all ok, 1 a row failed or diverged.
 """
 from __future__ import annotations

@@ -196,8 +196,10 @@ class MlflowTracker:
         if exp is None:
             return None
         quoted = name.replace("'", "\\'")
-        runs = self.client.search_runs([exp.experiment_id], f"attributes.run_name = '{quoted}'", max_results=1000)
-        for run in runs:
+        query = f"attributes.run_name = '{quoted}'"
+        if parent_run_id:  # a child's name repeats in every invocation of its suite
+            query += f" and tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'"
+        for run in self.client.search_runs([exp.experiment_id], query, max_results=1000):
             if run.data.tags.get(PARENT_RUN_TAG) == parent_run_id:
                 return run
         return None
