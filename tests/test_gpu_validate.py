@@ -9,7 +9,8 @@ import subprocess
 import sys
 import tarfile
 
-from conftest import REPO, run_cli, write_suite
+from conftest import REPO, write_suite
+from mlflow.tracking import MlflowClient
 
 KERNELS = """
 suite: v-kernels
@@ -61,18 +62,27 @@ def test_the_validation_script_runs_every_stage_and_its_runs_sync_into_mlflow(tm
     assert "`v-train/lenet`: 2 runs" in summary and "Result: every fingerprint equal." in summary
     assert "cases timed" in summary and "## Machine" in summary
 
-    home = tmp_path / "home"
-    home.mkdir()
     with tarfile.open(out / "runs.tar.gz") as tar:
-        names = tar.getnames()
-        assert not [n for n in names if "checkpoints" in n]
-        tar.extractall(home, filter="data")
+        assert not [n for n in tar.getnames() if "checkpoints" in n]
+
+    # back home: unpack, sync into MLflow, curated reports and the baseline
+    home = tmp_path / "results"
+    env = env | {"RESULTS": str(home), "MLFLOW_TRACKING_URI": mlflow_uri}
+    imp = subprocess.run(["bash", REPO / "scripts" / "gpu-import.sh", "cpu-test", out], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert imp.returncode == 0, imp.stdout[-3000:] + imp.stderr[-3000:]
     # kernels, strict, fast and the determinism run: 4 run directories, each with its journal
-    assert len(list(home.rglob("tracking.jsonl"))) == 4
-    proc = run_cli("sync", home / "runs", "--tracking-uri", mlflow_uri, "--out", home)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("synced ") == 4 and "unchanged" not in proc.stdout
-    again = subprocess.run([sys.executable, REPO / "scripts" / "validate_summary.py", home / "runs"],
-                           capture_output=True, text=True)
-    assert again.returncode == 0 and "Result: every fingerprint equal." in again.stdout
+    assert len(list((home / "gpu" / "cpu-test").rglob("tracking.jsonl"))) == 4
+    assert imp.stdout.count("synced ") == 4 and "unchanged" not in imp.stdout
+    ref = home / "reference" / "cpu-test"
+    assert sorted(p.name for p in ref.iterdir()) == ["env.json", "summary.md", "v-kernels-report.md",
+                                                     "v-train-fast-report.md", "v-train-report.md"]
+    assert "Result: every fingerprint equal." in (ref / "summary.md").read_text()
+    assert (home / "baselines" / "kernels-cpu.json").exists()
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    names = {e.name for e in client.search_experiments()}
+    assert {"v-kernels", "v-train", "v-train-fast"} <= names
+    again = subprocess.run(["bash", REPO / "scripts" / "gpu-import.sh", "cpu-test", out], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("unchanged") == 4, again.stdout + again.stderr
     shutil.rmtree(work)
