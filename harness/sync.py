@@ -12,8 +12,8 @@ alone; one that exists unfinished (a sync that was interrupted, or a run resumed
 into again, and MLflow drops what it already holds (identical metrics, params and dataset inputs;
 artifacts are overwritten with the same files). Syncing twice creates nothing new.
 
-The results files of the run directory are updated with the MLflow child run ids (atomically),
-before they are logged as artifacts, as live tracking would have written them.
+The results files of an offline run get the MLflow child run ids (atomically), before they are
+logged as artifacts, as live tracking would have written them; ids already there are kept.
 """
 from __future__ import annotations
 
@@ -160,12 +160,14 @@ def sync_run_dir(run_dir: Path, tracker) -> SyncOutcome:
 
 
 def _fill_run_ids(run_dir: Path, by_name: dict[str, str]) -> None:
-    """results.csv/.parquet: the MLflow child run id of each row (a row's task key is its child's name)."""
+    """results.csv/.parquet: the MLflow child run id of each row that has none (an offline run's);
+    a row's task key is its child run's name."""
     if not (run_dir / "results.parquet").exists() and not (run_dir / "results.csv").exists():
         return
     from harness.rundir import plain_row, task_key
 
     rows = [plain_row(row) for row in results.load(run_dir).to_dict("records")]
-    ids = [by_name.get(task_key(r["experiment"], r["variant"], r["size"])) for r in rows]
+    # only the empty ones: a live run's ids name the store it was tracked in, not this one
+    ids = [r["mlflow_run_id"] or by_name.get(task_key(r["experiment"], r["variant"], r["size"])) for r in rows]
     if [r["mlflow_run_id"] for r in rows] != ids:
         results.save([r | {"mlflow_run_id": i} for r, i in zip(rows, ids)], run_dir)

@@ -151,6 +151,17 @@ def test_a_live_run_directory_syncs_as_unchanged_into_its_own_store(pair):
     assert "5 unchanged" in proc.stdout, proc.stdout
 
 
+def test_a_live_run_synced_into_another_store_keeps_the_ids_of_its_own(pair, tmp_path, _migrated_store):
+    tmp, live, _, _ = pair
+    (run_dir,) = (tmp / "live" / "offline").iterdir()
+    ids = results.load(run_dir)["mlflow_run_id"].tolist()
+    other = _store(tmp_path, _migrated_store, "other")
+    proc = run_cli("sync", run_dir, "--tracking-uri", other, "--out", tmp_path, cwd=tmp)
+    assert proc.returncode == 0 and "5 created" in proc.stdout, proc.stdout + proc.stderr
+    assert results.load(run_dir)["mlflow_run_id"].tolist() == ids
+    assert _describe(other) == _describe(live)
+
+
 def test_an_interrupted_sync_is_completed_without_duplicates(pair, tmp_path, _migrated_store):
     _, _, synced, run_dir = pair
     uri = _store(tmp_path, _migrated_store, "partial")
