@@ -161,3 +161,24 @@ def test_summary_prints_layers_params_and_flops():
     assert "Conv2d" in proc.stdout and "61,706" in proc.stdout
     bad = run_cli("summary", "lenet", "--input", "1,28,28")
     assert bad.returncode == 2 and "--input 1,28,28: give four positive integers N,C,H,W" in bad.stderr
+
+
+def test_every_experiment_is_compiled_afresh_past_dynamos_recompile_limit(monkeypatch):
+    """Each experiment's step shares one code object; without a reset, the ninth compiled
+    (model, batch size) pair ran eager silently. Here with the limit at 1: the second model."""
+    import types
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    from harness.train.loop import _compiled_step
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    spec = types.SimpleNamespace(compile="default", precision="fp32")
+    graphs = []
+    for _ in range(2):
+        model = torch.nn.Linear(4, 3)
+        step = _compiled_step(model, torch.optim.SGD(model.parameters(), lr=0.1), spec)
+        step(torch.randn(5, 4), torch.randint(0, 3, (5,)))
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[1] > graphs[0] > 0

@@ -185,6 +185,10 @@ def _compiled_step(model, optimizer, spec):
 
     if spec.compile == "none":
         return step
+    # A fresh start for every experiment: `step`'s code is shared by all of them, and each new model
+    # adds guarded cache entries to it; past torch._dynamo's recompile limit (8: four experiments of
+    # two batch sizes) the next one ran eager without a word (seen: resnext_nchw of training-fast).
+    torch._dynamo.reset()
     # dynamic=False: the short last batch gets a graph of its own instead of turning every graph
     # dynamic. reduce-overhead replays CUDA graphs (launch-bound models such as LeNet at batch 128).
     return torch.compile(step, mode=None if spec.compile == "default" else spec.compile, dynamic=False)
