@@ -68,8 +68,10 @@ setup() {
   if compgen -G ".whl/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl || return
   fi
-  # the harness itself, without its dependencies (the image has torch; mlflow is not needed offline)
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$WORK/site" --upgrade . || return
+  # the harness itself, without its dependencies (the image has torch; mlflow is not needed offline),
+  # built from a copy so that no build/ or egg-info is left in the checkout
+  rm -rf "$WORK/src" && mkdir -p "$WORK/src" && cp -r pyproject.toml README.md harness "$WORK/src/" || return
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$WORK/site" --upgrade "$WORK/src" || return
   "$PY" -c "import harness, pydantic, torch; print('harness', harness.__version__, 'from', harness.__file__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"
 }
 
