@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's harness, not installed
 
 from harness import results  # noqa: E402
-from harness.report import fmt_time  # noqa: E402
+from harness.report import fmt_pm, fmt_time  # noqa: E402
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -162,9 +162,10 @@ def machine(dirs: list[Path]) -> list[str]:
 
 
 def _fmt(value, fmt: str, scale: float = 1.0) -> str:
-    if value is None or value != value:
-        return "—"
-    return fmt.format(value * scale)
+    """One number as the reports print it ('—' when missing)."""
+    import pandas as pd
+
+    return fmt_pm(None if pd.isna(value) else value * scale, None, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
