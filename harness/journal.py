@@ -52,11 +52,11 @@ class Journal:
     def __init__(self, inner, run_dir: Path):
         self.inner = inner
         self.path = Path(run_dir) / FILE
+        self._parent = ""  # the parent's id here (the inner tracker's, or offline:<name>)
 
     tracking_uri = property(lambda self: self.inner.tracking_uri)
     experiment_id = property(lambda self: self.inner.experiment_id)
-    parent_run_id = property(lambda self: self.inner.parent_run_id or self._parent)
-    _parent = ""
+    parent_run_id = property(lambda self: self._parent)
 
     def start(self, suite: str, run_name: str, params: dict, tags: dict) -> str:
         t = _now_ms()
@@ -73,14 +73,14 @@ class Journal:
 
     def resume(self, suite: str, parent_run_id: str) -> str:
         t = _now_ms()
-        self.inner.resume(suite, "" if is_offline(parent_run_id) else parent_run_id)
+        self.inner.resume(suite, self._inner_id(parent_run_id))
         self._parent = parent_run_id
         self._write("resume", parent_run_id, t, suite=suite)
         return parent_run_id
 
     def resume_child(self, run_id: str) -> str:
         t = _now_ms()
-        self.inner.resume_child("" if is_offline(run_id) else run_id)
+        self.inner.resume_child(self._inner_id(run_id))
         self._write("resume_child", run_id, t)
         return run_id
 

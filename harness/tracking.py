@@ -206,7 +206,8 @@ class MlflowTracker:
 
     def adopt(self, suite: str, run_id: str, parent: bool) -> None:
         """Log into an existing run of the suite's experiment, as if this tracker had opened it."""
-        self.experiment_id = self._experiment_id(suite)
+        if not self.experiment_id:  # looked up once, not for every run adopted
+            self.experiment_id = self._experiment_id(suite)
         if parent:
             self.parent_run_id = run_id
 

@@ -224,8 +224,7 @@ def to_input(images: torch.Tensor, resize: tuple[int, int] | None, *, dtype: tor
     Images of a `prepared` split (float32 (B, 1, H, W), already scaled and resized) only change
     dtype and memory format."""
     if images.is_floating_point() and images.dim() == 4:
-        x = images
-        return (x.to(dtype) if x.dtype != dtype else x).contiguous(
+        return images.to(dtype).contiguous(
             memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if images.dtype != torch.uint8 or images.dim() != 3:
         raise ValueError(f"expected uint8 (B, H, W) images, got {images.dtype} {tuple(images.shape)}")
