@@ -104,7 +104,9 @@ def cmd_run(args) -> int:
                                fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
                                resume_dir=args.resume, data_dir=args.data_dir, download=args.download)
     bad = sum(r["status"] in runner.BAD for r in outcome.rows)
-    print(f"{len(outcome.rows)} rows, {bad} failed or diverged -> {outcome.run_dir}")
+    noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
+    print(f"{len(outcome.rows)} rows, {bad} failed or diverged"
+          + (f", {noisy} noisy (IQR > 10% of the median: a busy machine?)" if noisy else "") + f" -> {outcome.run_dir}")
     print(f"report: {outcome.run_dir / 'report.md'}")
     if tracker.tracking_uri:
         print(f"MLflow: {tracker.tracking_uri} (experiment {suite.name!r}, run {outcome.run_dir.name})")
@@ -274,17 +276,29 @@ def cmd_ui(args) -> int:
 def _add_gate(sub) -> None:
     devices = dict(default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto (default) picks CUDA when present; the baseline's device class must match")
+    rounds = dict(type=int, default=None, metavar="N", help="interleaved timing rounds (default 10)")
     base = sub.add_parser("baseline", help="record a kernel suite's speed as a baseline file for `check`")
     base.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml")
     base.add_argument("--out", type=Path, required=True, metavar="FILE",
                       help="baseline file to write, e.g. results/baselines/kernels-cpu.json")
     base.add_argument("--device", **devices)
-    check = sub.add_parser("check", help="CI gate: time a kernel suite, compare with a baseline, exit 1 on a regression")
+    base.add_argument("--rounds", **rounds)
+    base.add_argument("--allow-dirty", action="store_true",
+                      help="record from a tree with uncommitted changes (its commit cannot be measured again, "
+                           "so the baseline serves only a machine like this one)")
+    check = sub.add_parser("check", help="CI gate: time a kernel suite against a baseline or another revision, "
+                                         "exit 1 on a regression")
     check.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml")
-    check.add_argument("--baseline", type=Path, required=True, metavar="FILE",
-                       help="baseline file recorded by `baseline` for this device class")
-    check.add_argument("--threshold", type=float, default=0.25, metavar="FRACTION",
-                       help="slower than this (default 0.25 = 25%%) and significant against the noise: regressed")
+    other = check.add_mutually_exclusive_group(required=True)
+    other.add_argument("--baseline", type=Path, metavar="FILE",
+                       help="baseline file recorded by `baseline`; where its numbers do not apply to this machine "
+                            "or this code, its commit is measured side by side instead")
+    other.add_argument("--against", metavar="REV",
+                       help="measure REV's kernels (any git revision) and this tree's side by side on this machine")
+    check.add_argument("--threshold", type=float, default=None, metavar="FRACTION",
+                       help="slower than this and significant against the noise: regressed (default 0.25 against "
+                            "stored numbers, 0.05 side by side)")
+    check.add_argument("--rounds", **rounds)
     check.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
                        help="results root (default: results/); writes DIR/<suite>-check/<UTC time>-<id>/check.md")
     check.add_argument("--device", **devices)
@@ -293,9 +307,11 @@ def _add_gate(sub) -> None:
 def cmd_baseline(args) -> int:
     from harness import regress, runner
     from harness.determinism import prepare_process
+    from harness.regress_measure import ROUNDS
 
     prepare_process()  # before CUDA starts
-    return regress.record_baseline(args.suite, args.out, runner.resolve_device(args.device))
+    return regress.record_baseline(args.suite, args.out, runner.resolve_device(args.device),
+                                   rounds=args.rounds or ROUNDS, allow_dirty=args.allow_dirty)
 
 
 def cmd_check(args) -> int:
@@ -303,7 +319,8 @@ def cmd_check(args) -> int:
     from harness.determinism import prepare_process
 
     prepare_process()
-    return regress.run_check(args.suite, args.baseline, args.threshold, args.out, runner.resolve_device(args.device))
+    return regress.run_check(args.suite, args.out, runner.resolve_device(args.device), baseline_path=args.baseline,
+                             against=args.against, threshold=args.threshold, rounds=args.rounds)
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env, "report": cmd_report,

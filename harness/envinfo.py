@@ -59,7 +59,8 @@ def git_info(where: Path) -> dict:
     """Commit and dirty flag of the checkout `where` lives in (None outside a git checkout).
 
     A copy without .git (a GPU node sent the working tree only) takes the commit from
-    $HARNESS_GIT_COMMIT when set; its dirty flag is then unknown (None)."""
+    $HARNESS_GIT_COMMIT when set; its dirty flag is then $HARNESS_GIT_DIRTY (0 or 1), else
+    unknown (None)."""
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
@@ -69,7 +70,8 @@ def git_info(where: Path) -> dict:
 
     commit = git("rev-parse", "HEAD")
     if commit is None and os.environ.get("HARNESS_GIT_COMMIT"):
-        return {"git_commit": os.environ["HARNESS_GIT_COMMIT"], "git_dirty": None, "git_describe": None}
+        dirty = {"0": False, "1": True}.get(os.environ.get("HARNESS_GIT_DIRTY", ""))
+        return {"git_commit": os.environ["HARNESS_GIT_COMMIT"], "git_dirty": dirty, "git_describe": None}
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status),
             "git_describe": git("describe", "--always", "--dirty") if commit else None}

@@ -1,64 +1,89 @@
 """The CI regression gate: record how fast a kernel suite runs, then fail CI when a kernel slows.
 
     python -m harness baseline suites/kernels-ci.yaml --out results/baselines/kernels-cpu.json
-    python -m harness check suites/kernels-ci.yaml --baseline results/baselines/kernels-cpu.json [--threshold 0.25]
-    python -m harness.regress --calibrate suites/kernels-ci.yaml -n 10 [--load 2]   # false alarms, detection
+    python -m harness check suites/kernels-ci.yaml --baseline results/baselines/kernels-cpu.json
+    python -m harness check suites/kernels-ci.yaml --against main          # A/B: main's kernels vs this tree's
+    python -m harness.regress --calibrate suites/kernels-ci.yaml          # detection curve, false alarms
 
-How a case is measured (ROUNDS interleaved rounds, normalised by a calibration workload timed in
-the same process) is harness.regress_measure. How it is judged, per case:
+Two ways to get the other side of the comparison:
 
-  regressed       its normalised median is slower than the baseline's by more than the threshold
-                  (default 25%) AND a one-sided Mann-Whitney U test of its per-round normalised
-                  samples against the baseline's gives p < ALPHA (0.01)
+  stored   the baseline file's numbers (harness.regress_file), used only where they can judge
+           every case: the same machine (speed fingerprint: CPU vendor/model/flags, torch build,
+           CPU count; harness.regress_measure.speed_fingerprint), the same kernel code (code hash),
+           settings and cases. Measured: this tree, in-process (harness.regress_measure).
+  A/B      `--against REV`, or a baseline that cannot judge every case here (its commit is then the
+           REV, and the console says which fields differ): REV's kernels and this tree's measured
+           side by side on this machine in alternating rounds (harness.regress_ab).
+
+How a case is judged (the same in both modes), from its per-round normalised samples:
+
+  regressed       slower than the other side by more than the threshold AND significant, p < ALPHA
+                  (0.01): stored, the medians of the normalised samples and a one-sided Mann-Whitney
+                  U test; A/B, the median of the per-round ratios and a one-sided sign test
   faster          the mirror image (information only)
-  ok              neither
-  not comparable  not in the baseline, or its kernel's code hash, dtype or thread count differ from
-                  the baseline's, or it was capped: it is neither a pass nor a regression
-  failed          the variant's output is wrong or it raised: it is never compared as fast
+  ambiguous       beyond the threshold (either way) but not significant: more rounds settle it
+  ok              within the threshold
+  not comparable  not measured on both sides (a case missing from the baseline or REV; a capped
+                  case; in stored mode another code hash, dtype or thread count): neither a pass
+                  nor a regression
+  failed          the variant's output is wrong, it raised, or its times are not finite positive
+                  numbers: it is never compared as fast
 
 Both conditions are needed: the threshold alone fires on noise that happens to be large (a
 median of 10 rounds on a loaded machine can move by 25%), the test alone fires on real but tiny,
 systematic differences between two processes (a 3-5% shift is "significant" with 10 rounds).
 Mann-Whitney needs no normality (timings are skewed) and uses the measured spread of both sides;
-with 10 rounds each its smallest possible p is 5e-6, so 0.01 leaves room to detect a slowdown
-even when a few rounds are disturbed. Speedups between variants of one experiment (measured in
-the same rounds, so without a normaliser) are shown beside each case, but are no verdict: a
-faster baseline variant lowers every other variant's speedup.
+with 10 rounds each its smallest possible p is 5e-6. A/B pairs the rounds: each case's two sides
+are timed back to back (~20 ms apart, on one CPU), so the machine's drift, which on a shared VM
+moves every speed by 20-100% within a second and which a calibration timed a second away cannot
+follow, cancels in the per-round ratio; the sign test needs 16 of 20 rounds slower. The default threshold is per mode
+(DEFAULT_THRESHOLD): side by side on one machine a much smaller change is real than between a
+stored run and a later one (see the detection curve in docs/gate.md).
 
-Exit codes: 0 no case regressed or failed; 1 some did; 2 bad input (suite, baseline file, its
-format version, device class), before anything is timed.
-
-The baseline file is versioned JSON (FORMAT_VERSION): the environment it was recorded in, the
-method (rounds, calibration id), the calibration's samples, and per case its code hash, settings,
-statistics and every raw sample. `check` writes <out>/<suite>-check/<UTC time>-<id>/check.md and
-check.json (the comparison and the new measurement, itself a valid baseline document).
+Exit codes: 0 every compared case passed; 1 a case regressed or failed, or no case was compared at
+all (a gate that compared nothing has checked nothing); 2 bad input (suite, flags, a damaged
+baseline file, another device class, a REV that is not a commit), before anything is timed.
+`check` writes <out>/<suite>-check/<UTC time>-<id>/check.md and check.json.
 """
 from __future__ import annotations
 
-import json
-import re
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from harness.errors import UserError
-from harness.regress_measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, SLOWDOWN_ENV
+from harness.regress_measure import ROUNDS, SLOWDOWN_ENV
 
-DEFAULT_THRESHOLD = 0.25
+ROUNDS_AB = 20  # side by side each round is ~2x as long; 20 paired rounds give p down to 1e-6
+
+DEFAULT_THRESHOLD = {"stored": 0.25, "ab": 0.05}
 ALPHA = 0.01
-CASE_KEYS = ("code_hash", "dtype", "threads", "status")
 EXIT_REGRESSED = 1
+VERDICTS = ("ok", "faster", "ambiguous", "regressed", "failed", "not comparable")
+COMPARED = ("ok", "faster", "ambiguous", "regressed")
 
 
-def record_baseline(suite_path: Path, out: Path, device: str) -> int:
-    """`harness baseline`: measure the suite and write the baseline file (not when a case failed)."""
+def record_baseline(suite_path: Path, out: Path, device: str, rounds: int = ROUNDS, allow_dirty: bool = False) -> int:
+    """`harness baseline`: measure the suite and write the baseline file (not when a case failed,
+    not from a tree whose code cannot be measured again)."""
+    from harness import envinfo
+    from harness.regress_ab import harness_root
+    from harness.regress_file import dumps
     from harness.regress_measure import injected_slowdown, measure_suite
 
     suite = _kernel_suite(suite_path)
+    _check_rounds(rounds)
     if injected_slowdown():
         raise UserError(f"{SLOWDOWN_ENV} is set: a baseline must be recorded on unchanged code; unset it")
-    doc = measure_suite(suite, device)
+    git = envinfo.git_info(harness_root())
+    if not allow_dirty and (git["git_commit"] is None or git["git_dirty"] is not False):
+        what = "is not in a git checkout" if git["git_commit"] is None else "has uncommitted changes (git status)"
+        raise UserError(f"baseline: this tree {what}; a baseline records the commit it measured, so that `check` "
+                        f"can measure that commit again on a machine where the stored numbers do not apply. "
+                        f"Commit first, or pass --allow-dirty for a baseline only this machine can use")
+    doc = measure_suite(suite, device, rounds)
     for key, case in doc["cases"].items():
         note = case["error"] or f"{_us(case['median_s'])}  normalised {case['normalised_median']:.4g}"
         print(f"{case['status']:<8} {key:<58} {note}")
@@ -69,160 +94,226 @@ def record_baseline(suite_path: Path, out: Path, device: str) -> int:
     from harness.results import atomic_write_text
 
     atomic_write_text(out, dumps(doc))
-    print(f"baseline of {len(doc['cases'])} cases ({doc['device_class']}, {doc['wall_s']:.1f} s) -> {out}")
+    print(f"baseline of {len(doc['cases'])} cases ({doc['device_class']}, commit "
+          f"{doc['env'].get('git_describe')}, {doc['wall_s']:.1f} s) -> {out}")
     return 0
 
 
-def run_check(suite_path: Path, baseline_path: Path, threshold: float, out_root: Path, device: str) -> int:
-    """`harness check`: every input is checked first (exit 2), then the suite is measured, compared,
-    printed and written; exit 1 if a case regressed or failed."""
+def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: Path | None = None,
+              against: str | None = None, threshold: float | None = None, rounds: int | None = None) -> int:
+    """`harness check`: every input is checked first (exit 2), then the suite is measured (stored
+    or A/B mode), compared, printed and written; exit 1 if a case regressed or failed, or none
+    was compared."""
     from harness import rundir
-    from harness.regress_measure import device_class, measure_suite
+    from harness.regress_measure import injected_slowdown
     from harness.results import atomic_write_json, atomic_write_text
 
-    if not 0 < threshold < 10:
+    if threshold is not None and not 0 < threshold < 10:
         raise UserError(f"--threshold {threshold}: a fraction > 0, e.g. 0.25 for 25% slower")
+    if rounds is not None:
+        _check_rounds(rounds)
+    if (baseline_path is None) == (against is None):
+        raise UserError("check: give --baseline FILE (stored numbers; where they do not apply here, their commit "
+                        "measured side by side) or --against REV (side by side), one of the two")
     suite = _kernel_suite(suite_path)
-    base = load_baseline(baseline_path, suite_path)
+    slowdown = injected_slowdown()
+    base, flag = None, "--against"
+    if baseline_path is not None:
+        base, against = _stored_or_commit(suite, suite_path, baseline_path, device)
+        flag = f"{baseline_path}: its commit"
+    if against is not None:
+        base, current = _measure_ab(suite, device, against, flag, rounds or ROUNDS_AB, slowdown)
+    else:
+        from harness.regress_measure import measure_suite
+
+        current = measure_suite(suite, device, rounds or ROUNDS)
+    mode = "stored" if against is None else "ab"
+    threshold = DEFAULT_THRESHOLD[mode] if threshold is None else threshold
+    rows, gone = compare(base, current, threshold, mode)
+    counts = _counts(rows)
+    run = rundir.new(out_root, f"{suite.name}-check")
+    from harness.regress_report import markdown
+
+    atomic_write_text(run.path / "check.md", markdown(rows, gone, base, current, baseline_path, threshold, mode))
+    atomic_write_json(run.path / "check.json", {
+        "mode": mode, "threshold": threshold, "alpha": ALPHA, "baseline": baseline_path and str(baseline_path),
+        "against": base["env"].get("git_commit") if mode == "ab" else None, "summary": counts,
+        "cases": rows, "not_run": gone, "reference": base if mode == "ab" else None, "current": current})
+    for row in rows:
+        print(line(row))
+    if slowdown:
+        print(f"NOTE: {SLOWDOWN_ENV}={slowdown} injected a slowdown (calibration study)")
+    compared = sum(counts[v] for v in COMPARED)
+    side = "stored baseline" if mode == "stored" else f"{base['env']['git_commit'][:12]} side by side"
+    print(f"{len(rows)} cases: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+          + f" (against {side}, threshold {threshold:.0%}, alpha {ALPHA}, {current['wall_s']:.1f} s) -> "
+          f"{run.path / 'check.md'}")
+    if counts["ambiguous"]:
+        print(f"{counts['ambiguous']} ambiguous: beyond the threshold but not significant in "
+              f"{current['method']['rounds']} rounds; more rounds settle it: --rounds "
+              f"{3 * current['method']['rounds']}")
+    if not compared:
+        print("FAILED: no case was compared, so this check checked nothing (every case was not comparable "
+              "or failed; see the reasons above)")
+    return EXIT_REGRESSED if counts["regressed"] or counts["failed"] or not compared else 0
+
+
+def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str) -> tuple[dict, str | None]:
+    """The baseline document, and None when its numbers can judge every case here; else the
+    commit to measure side by side (with the reasons printed)."""
+    from harness.regress_file import differences, load_baseline
+    from harness.regress_measure import device_class, speed_fingerprint
+
+    hint = f"python -m harness baseline {suite_path} --out {baseline_path}"
+    base = load_baseline(baseline_path, hint)
     if base["suite"] != suite.name:
         raise UserError(f"{baseline_path}: a baseline of suite {base['suite']!r}, not {suite.name!r}; give "
-                        f"that suite's baseline, or record one: {_record_hint(suite_path, baseline_path)}")
+                        f"that suite's baseline, or record one: {hint}")
     if base["device_class"] != device_class(device):
         raise UserError(f"{baseline_path}: recorded on device class {base['device_class']!r}, this check runs on "
                         f"{device_class(device)!r}; pass --device to match it, or record a baseline for this "
                         f"class: python -m harness baseline {suite_path} --device {device} "
                         f"--out results/baselines/{suite.name}-{device_class(device)}.json")
-    current = measure_suite(suite, device)
-    rows, gone = compare(base, current, threshold)
-    run = rundir.new(out_root, f"{suite.name}-check")
-    text = markdown(rows, gone, base, current, baseline_path, threshold)
-    atomic_write_text(run.path / "check.md", text)
-    atomic_write_json(run.path / "check.json", {"threshold": threshold, "alpha": ALPHA, "baseline": str(baseline_path),
-                                                "summary": _counts(rows), "cases": rows, "not_run": gone,
-                                                "current": current})
-    for row in rows:
-        print(line(row))
-    if current["method"]["injected_slowdown"]:
-        print(f"NOTE: {SLOWDOWN_ENV}={current['method']['injected_slowdown']} injected a slowdown (calibration study)")
-    counts = _counts(rows)
-    print(f"{len(rows)} cases: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-          + f" (threshold {threshold:.0%}, alpha {ALPHA}, {current['wall_s']:.1f} s) -> {run.path / 'check.md'}")
-    return EXIT_REGRESSED if counts["regressed"] or counts["failed"] else 0
+    machine = differences(base["machine"], speed_fingerprint(device))
+    blocked = {}
+    for key, meta in _current_cases(suite).items():
+        why = _stored_blocker(base["cases"].get(key), meta)
+        if why:
+            blocked.setdefault(why.split(" (")[0], []).append(key)
+    reasons = (["recorded on another machine: " + "; ".join(machine)] if machine else []) + [
+        f"{why}: {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
+        for why, keys in blocked.items()]
+    if not reasons:
+        return base, None
+    commit, dirty = base["env"].get("git_commit"), base["env"].get("git_dirty")
+    print(f"{baseline_path} cannot judge every case here:\n  " + "\n  ".join(reasons))
+    if commit is None or dirty is not False:
+        if not machine:  # the same machine: judge what the stored numbers can, the rest is not comparable
+            print(f"its commit cannot be measured again (recorded {'from a dirty tree' if commit else 'outside git'}): "
+                  f"those cases are not comparable")
+            return base, None
+        raise UserError(f"{baseline_path}: its numbers do not apply to this machine, and it was recorded from "
+                        f"{'a dirty tree' if commit else 'no git commit'}, whose code cannot be measured again; "
+                        f"record a baseline here from a clean tree ({hint}), or compare with --against REV")
+    print(f"measuring its commit {commit[:12]} side by side with this tree instead (A/B)", flush=True)
+    return base, commit
 
 
-def judge(base: Sequence[float], current: Sequence[float], threshold: float = DEFAULT_THRESHOLD,
-          alpha: float = ALPHA) -> tuple[float, float, str]:
-    """(ratio of medians current/baseline, p-value, verdict) for two sets of normalised samples."""
-    from scipy.stats import mannwhitneyu
+def _measure_ab(suite, device: str, rev: str, flag: str, rounds: int, slowdown) -> tuple[dict, dict]:
+    from harness import envinfo
+    from harness.regress_ab import extract, measure_ab, resolve
+    from harness.regress_measure import document
 
-    ratio = statistics.median(current) / statistics.median(base)
-    p_slower = float(mannwhitneyu(current, base, alternative="greater").pvalue)
-    if ratio > 1 + threshold and p_slower < alpha:
-        return ratio, p_slower, "regressed"
-    p_faster = float(mannwhitneyu(current, base, alternative="less").pvalue)
-    if ratio < 1 / (1 + threshold) and p_faster < alpha:
-        return ratio, p_faster, "faster"
-    return ratio, p_slower, "ok"
+    commit, top = resolve(rev, flag)
+    with tempfile.TemporaryDirectory(prefix="harness-ab-") as tmp:
+        root = extract(commit, top, Path(tmp), flag)
+        ref, cur = measure_ab(suite, device, root, rounds, slowdown)
+    env = envinfo.collect()
+    return (document(suite, device, ref, env | {"git_commit": commit, "git_dirty": False, "git_describe": commit[:12]}),
+            document(suite, device, cur, env))
 
 
-def compare(base: dict, current: dict, threshold: float) -> tuple[list[dict], list[str]]:
-    """One row per case of the current run; and the baseline's cases this run did not have."""
+def _current_cases(suite) -> dict:
+    """This tree's code hash, dtype and threads of every case of the suite, without timing."""
+    import torch
+
+    from harness.kernels import KERNELS
+    from harness.regress_measure import plan
+    from harness.rundir import task_key
+
+    return {task_key(e["id"], name, point["label"]): {
+        "code_hash": KERNELS.get(e["kernel"]).variants[name].code_hash, "dtype": e["dtype"],
+        "threads": e["threads"] or torch.get_num_threads()}
+        for e in plan(suite) for point in e["cases"] for name in e["variants"]}
+
+
+def _stored_blocker(old: dict | None, cur: dict) -> str | None:
+    """Why stored numbers cannot judge a case measured now (None: they can)."""
+    if old is None:
+        return "not in the baseline"
+    if old["code_hash"] != cur["code_hash"]:
+        return f"kernel code changed since the baseline (code hash {old['code_hash']} -> {cur['code_hash']})"
+    if (old["dtype"], old["threads"]) != (cur["dtype"], cur["threads"]):
+        return (f"settings changed since the baseline (dtype, threads {old['dtype']}, {old['threads']} -> "
+                f"{cur['dtype']}, {cur['threads']})")
+    return None
+
+
+def judge(base: Sequence[float], current: Sequence[float], threshold: float = DEFAULT_THRESHOLD["stored"],
+          alpha: float = ALPHA, paired: bool = False) -> tuple[float, float, str]:
+    """(ratio current/base, p-value, verdict) for two sets of per-round samples.
+
+    Unpaired (stored mode, normalised samples): the ratio of the medians and a one-sided
+    Mann-Whitney U test. Paired (A/B, raw samples, the two sides of round r timed back to back):
+    the median of the per-round ratios and a one-sided sign test of them (are more rounds slower
+    than faster?), the test of exactly that median, and robust to the rounds a sudden change of
+    the machine's speed between the two halves of a pair throws far off. The rule is the same:
+    beyond the threshold AND significant."""
+    from scipy.stats import binomtest, mannwhitneyu
+
+    if paired:
+        ratios = [c / b for b, c in zip(base, current)]
+        ratio = statistics.median(ratios)
+        slower, differ = sum(r > 1 for r in ratios), sum(r != 1 for r in ratios)
+
+        def test(alternative: str) -> float:
+            return float(binomtest(slower, differ, 0.5, alternative=alternative).pvalue) if differ else 1.0
+    else:
+        ratio = statistics.median(current) / statistics.median(base)
+
+        def test(alternative: str) -> float:
+            return float(mannwhitneyu(current, base, alternative=alternative).pvalue)
+    if ratio > 1 + threshold:
+        p = test("greater")
+        return ratio, p, "regressed" if p < alpha else "ambiguous"
+    if ratio < 1 / (1 + threshold):
+        p = test("less")
+        return ratio, p, "faster" if p < alpha else "ambiguous"
+    return ratio, test("greater"), "ok"
+
+
+def compare(base: dict, current: dict, threshold: float, mode: str = "stored") -> tuple[list[dict], list[str]]:
+    """One row per case of the current run; and the other side's cases this run did not have.
+    In A/B mode a changed code hash is the point of the comparison (noted, still compared)."""
     rows = []
     for key, cur in current["cases"].items():
         old = base["cases"].get(key)
-        row = {"case": key, "variant": cur["variant"], "verdict": "not comparable", "reason": None, "ratio": None, "p_value": None,
-               "baseline_s": old and old.get("median_s"), "current_s": cur.get("median_s"),
+        row = {"case": key, "variant": cur["variant"], "verdict": "not comparable", "reason": None, "ratio": None,
+               "p_value": None, "baseline_s": old and old.get("median_s"), "current_s": cur.get("median_s"),
                "baseline_speedup": old and old.get("speedup"), "current_speedup": cur.get("speedup"),
                "speedup_vs": cur["baseline_variant"]}
+        blocker = _stored_blocker(old, cur) if mode == "stored" else None
         if cur["status"] == "failed":
             row.update(verdict="failed", reason=cur["error"])
+        elif cur["status"] == "skipped" and old is not None:
+            row["reason"] = f"{old['status']} at {base['env']['git_commit'][:12]}: {old['error']}"
         elif cur["status"] != "ok":
             row["reason"] = cur["error"] or cur["status"]
         elif old is None:
-            row["reason"] = "not in the baseline"
+            row["reason"] = "not in the baseline" if mode == "stored" else "not measured on the other side"
         elif old["status"] != "ok":
-            row["reason"] = f"{old['status']} in the baseline"
-        elif old["code_hash"] != cur["code_hash"]:
-            row["reason"] = f"kernel code changed (code hash {old['code_hash']} -> {cur['code_hash']})"
-        elif (old["dtype"], old["threads"]) != (cur["dtype"], cur["threads"]):
-            row["reason"] = f"settings changed (dtype, threads {old['dtype']}, {old['threads']} -> {cur['dtype']}, {cur['threads']})"
+            row["reason"] = (f"{old['status']} in the baseline" if mode == "stored" else
+                             f"{old['status']} at {base['env']['git_commit'][:12]}: {old['error']}")
+        elif blocker:
+            row["reason"] = blocker
         else:
-            row["ratio"], row["p_value"], row["verdict"] = judge(old["normalised"], cur["normalised"], threshold)
+            samples = "normalised" if mode == "stored" else "best_s"  # A/B: raw, paired by round
+            row["ratio"], row["p_value"], row["verdict"] = judge(old[samples], cur[samples], threshold,
+                                                                 paired=mode == "ab")
+            if old["code_hash"] != cur["code_hash"]:
+                row["reason"] = f"code changed ({old['code_hash']} -> {cur['code_hash']})"
         rows.append(row)
     return rows, [k for k in base["cases"] if k not in current["cases"]]
 
 
-def load_baseline(path: Path, suite_path: Path) -> dict:
-    """Read and validate a baseline file; every problem is a UserError that says what to do."""
-    hint = _record_hint(suite_path, path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such baseline file; record one: {hint}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a baseline file (not readable JSON: {e}); record one: {hint}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UserError(f"{path}: not a harness baseline file (no \"format\": \"{FORMAT}\"); record one: {hint}")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: baseline format version {doc.get('format_version')}, this harness reads "
-                        f"{FORMAT_VERSION}; re-record it with this harness: {hint}")
-    if (doc.get("method") or {}).get("calibration") != CALIBRATION_ID:
-        raise UserError(f"{path}: normalised by calibration {(doc.get('method') or {}).get('calibration')!r}, this "
-                        f"harness uses {CALIBRATION_ID!r}; re-record it: {hint}")
-    problems = [f"missing {k!r}" for k in ("suite", "device_class", "cases") if k not in doc]
-    for key, case in (doc.get("cases") or {}).items():
-        need = CASE_KEYS + (("normalised", "median_s") if case.get("status") == "ok" else ())
-        problems += [f"cases[{key!r}]: missing {k!r}" for k in need if k not in case]
-    if problems:
-        raise UserError(f"{path}: damaged baseline file ({'; '.join(problems[:3])}); re-record it: {hint}")
-    return doc
-
-
 def line(row: dict) -> str:
-    """One console line: verdict, case, baseline -> current, ratio, p (or why not compared)."""
+    """One console line: verdict, case, other side -> current, ratio, p (or why not compared)."""
     head = f"{row['verdict']:<14} {row['case']:<58}"
     if row["ratio"] is None:
         return f"{head} {row['reason']}"
+    note = f"  {row['reason']}" if row["reason"] else ""
     return (f"{head} {_us(row['baseline_s']):>10} -> {_us(row['current_s']):>10}  ratio {row['ratio']:5.2f}  "
-            f"p {row['p_value']:.2g}")
-
-
-def markdown(rows, gone, base, current, baseline_path, threshold) -> str:
-    env_b, env_c = base.get("env", {}), current["env"]
-    cal_b = {t: statistics.median(c["best_s"]) for t, c in base.get("calibration", {}).items()}
-    cal_c = {t: statistics.median(c["best_s"]) for t, c in current["calibration"].items()}
-    out = [f"# check: {current['suite']} against {baseline_path}", "",
-           f"{len(rows)} cases: " + ", ".join(f"{n} {v}" for v, n in _counts(rows).items() if n)
-           + f". Regressed = normalised median > {1 + threshold:.2f}x the baseline's AND one-sided "
-           f"Mann-Whitney U p < {ALPHA} over {current['method']['rounds']} rounds.", "",
-           "| | baseline | this run |", "| --- | --- | --- |"]
-    for label, key in (("recorded", "created_at"), ("device class", "device_class")):
-        out.append(f"| {label} | {base.get(key)} | {current.get(key)} |")
-    for key in ("host", "cpu_model", "gpu_name", "torch", "git_describe"):
-        out.append(f"| {key} | {env_b.get(key)} | {env_c.get(key)} |")
-    for t in sorted(set(cal_b) | set(cal_c)):
-        out.append(f"| calibration, {t} thread(s) | {_us(cal_b.get(t))} | {_us(cal_c.get(t))} |")
-    if current["method"]["injected_slowdown"]:
-        out.append(f"| injected slowdown | | x{current['method']['injected_slowdown']} ({SLOWDOWN_ENV}) |")
-    out += ["", "Times: median over rounds of each round's best block, raw (the ratio is of normalised times).",
-            "", "| verdict | case | baseline | current | ratio | p | speedup (baseline -> current) | note |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
-        p = f"{r['p_value']:.2g}" if r["p_value"] is not None else ""
-        speed = "" if r["current_speedup"] is None or r["variant"] == r["speedup_vs"] else (
-            f"vs {r['speedup_vs']}: {_x(r['baseline_speedup'])} -> {_x(r['current_speedup'])}")
-        out.append(f"| {r['verdict']} | `{r['case']}` | {_us(r['baseline_s'])} | {_us(r['current_s'])} | {ratio} "
-                   f"| {p} | {speed} | {r['reason'] or ''} |")
-    if gone:
-        out += ["", "In the baseline but not in this run: " + ", ".join(f"`{k}`" for k in gone)]
-    return "\n".join(out) + "\n"
-
-
-def dumps(doc: dict) -> str:
-    """JSON with each list of numbers on one line: a baseline holds thousands of samples."""
-    text = json.dumps(doc, indent=2)
-    return re.sub(r"\[\s+([-+0-9.eE,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"
+            f"p {row['p_value']:.2g}{note}")
 
 
 def _kernel_suite(suite_path: Path):
@@ -236,12 +327,13 @@ def _kernel_suite(suite_path: Path):
     return suite
 
 
-def _record_hint(suite_path: Path, baseline_path: Path) -> str:
-    return f"python -m harness baseline {suite_path} --out {baseline_path}"
+def _check_rounds(rounds: int) -> None:
+    if not 3 <= rounds <= 10_000:
+        raise UserError(f"--rounds {rounds}: at least 3 (a median and a test need several rounds), e.g. 10")
 
 
 def _counts(rows: list[dict]) -> dict:
-    counts = dict.fromkeys(("ok", "faster", "regressed", "failed", "not comparable"), 0)
+    counts = dict.fromkeys(VERDICTS, 0)
     for r in rows:
         counts[r["verdict"]] += 1
     return counts
@@ -249,10 +341,6 @@ def _counts(rows: list[dict]) -> dict:
 
 def _us(seconds) -> str:
     return "" if seconds is None else f"{seconds * 1e6:.1f} us"
-
-
-def _x(speedup) -> str:
-    return "-" if speedup is None else f"{speedup:.2f}x"
 
 
 if __name__ == "__main__":

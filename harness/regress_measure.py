@@ -1,17 +1,19 @@
 """Measuring a kernel suite for the CI regression gate (`harness baseline` and `harness check`).
 
-Each case (experiment x variant x size point) is first checked against its float64 reference
-(harness.kernels.bench.check_variant: a wrong variant is `failed`, never timed). Then everything is
-timed in ROUNDS interleaved rounds: a round times the calibration workload, then every case once
-(harness.timing.time_call, the experiment's `min_run_time_s` per case and round), and a closing
-calibration ends the last round. A machine that slows down mid-run (another job, a throttled
-clock, a VM's neighbour) slows the calibration next to the cases it slows.
+A `Side` is one tree's kernels measured in one process: each case (experiment x variant x size
+point) is first checked against its float64 reference (harness.kernels.bench.check_variant: a
+wrong variant is `failed`, never timed); then every `round()` times the calibration workload and
+every case once (harness.timing.time_call, the experiment's `min_run_time_s` per case and round),
+and a closing calibration ends the last round. A machine that slows down mid-run (another job, a
+throttled clock, a VM's neighbour) slows the calibration next to the cases it slows. `baseline`
+and a baseline-mode `check` run one Side in-process (`measure_suite`); an A/B check runs two, one
+per tree, in worker processes whose rounds alternate (harness.regress_ab).
 
 The statistic. Within a round a case's time is its best block (time_call's blocks are each the mean
 of many calls, ~1/20 of the budget long): noise on a shared machine only ever adds time, and with
 1 ms blocks some land between two time slices of a competing process, as Python's timeit advises.
 It is divided by the calibration's best block around that round (geometric mean of the one
-before and the one after). The ROUNDS normalised values are the case's samples; harness.regress
+before and the one after). The per-round normalised values are the case's samples; harness.regress
 compares their medians and tests the difference. Every block of every round is kept.
 
 Why this calibration workload: a 128x128 matmul, a 16->16-channel 3x3 conv2d on 32x32 and a 2x2
@@ -21,9 +23,16 @@ libraries (GEMM, oneDNN convolution, ATen pooling) with the same kind of small, 
 as the kernels of kernels-ci.yaml, so what makes a machine uniformly faster or slower at those
 (clock, load, a VM's share of a core) scales them alike. Three parts timed apart, not one call of
 all three: a single composite varied ~10% from one process to the next here (allocation and
-layout luck), the geometric mean of separate parts ~2%. It cannot cancel a different
-micro-architecture favouring one kernel (AVX-512 vs AVX2): record a baseline per runner type if
-that shows up. Changing it changes every normalised number: CALIBRATION_ID.
+layout luck), the geometric mean of separate parts ~2%. It does not carry a measurement across
+micro-architectures or torch builds (an AVX-512 Xeon and an AVX2 EPYC favour different kernels by
+up to 2x): a baseline applies only to the machine it was recorded on (`speed_fingerprint`), and
+elsewhere `check` measures the baseline's commit side by side instead. Changing the workload
+changes every normalised number: CALIBRATION_ID.
+
+The plan. What a Side measures is a plain list of dicts (`plan(suite)`: experiment id, kernel,
+variants, size configs and labels, seed, dtype, tolerance, caps, threads), made by this tree's
+suite loader: an A/B worker measuring another revision's kernels gets exactly the same cases
+without loading the suite with that revision's code.
 
 For the calibration study only (harness.regress_study): HARNESS_REGRESS_SLOWDOWN=F makes every
 case's call busy-wait (F - 1) times its own duration after it runs, so each call takes F times as
@@ -39,26 +48,65 @@ import statistics
 import sys
 import time
 from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 
 from harness.errors import UserError
 
-FORMAT, FORMAT_VERSION = "harness-kernel-baseline", 1
+FORMAT, FORMAT_VERSION = "harness-kernel-baseline", 2
 ROUNDS = 10
 CALIBRATION_ID = "geomean(mm128, conv16x32x32k3, maxpool2x16x30x30)-v1"
 CALIBRATION_RUN_TIME_S = 0.02  # per round, like the cases of kernels-ci.yaml: ~20 blocks of 1 ms
 SLOWDOWN_ENV = "HARNESS_REGRESS_SLOWDOWN"
+# CPU flags that decide which kernels torch, oneDNN and the BLAS dispatch to
+SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def device_class(device: str) -> str:
-    """What a baseline is valid for: `cpu` for any CPU (normalisation absorbs the differences
-    between CPUs), `cuda-<GPU name, lower case, runs of other characters as '-'>` for a GPU, e.g.
-    cuda-nvidia-h100-80gb-hbm3 (GPUs differ too much in kind for one normaliser)."""
+    """The family of devices a baseline belongs to (its file name): `cpu`, or `cuda-<GPU name,
+    lower case, runs of other characters as '-'>`, e.g. cuda-nvidia-h100-80gb-hbm3. Whether its
+    numbers apply here is decided by `speed_fingerprint`."""
     if not device.startswith("cuda"):
         return "cpu"
     import torch
 
     name = torch.cuda.get_device_name(torch.device(device))
     return "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def speed_fingerprint(device: str) -> dict:
+    """What changes a kernel's speed apart from its code: stored timings are compared only where
+    every field is equal. CPU: vendor, model (name and family/model/stepping), the vector
+    extensions torch dispatches on (its CPU capability and the CPU's flags), logical CPUs, and the
+    torch version and build; CUDA adds the GPU, CUDA and cuDNN."""
+    import torch
+
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    fp = {"cpu_vendor": info.get("vendor_id"), "cpu_model": info.get("model name"),
+          "cpu_id": "/".join(info.get(k, "?") for k in ("cpu family", "model", "stepping")),
+          "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+          "cpu_flags": " ".join(f for f in SPEED_FLAGS if f in flags), "cpu_count": os.cpu_count(),
+          "torch": torch.__version__, "torch_build": torch.version.git_version}
+    if device.startswith("cuda"):
+        fp |= {"gpu": torch.cuda.get_device_name(torch.device(device)), "cuda": torch.version.cuda,
+               "cudnn": torch.backends.cudnn.version()}
+    return fp
+
+
+def _cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
 
 
 def injected_slowdown() -> float | None:
@@ -74,53 +122,108 @@ def injected_slowdown() -> float | None:
     return factor
 
 
-def measure_suite(suite, device: str) -> dict:
-    """Check and time every kernel case of `suite`; returns the baseline document (see
-    harness.regress for how it is read back and compared)."""
-    import torch
+def plan(suite) -> list[dict]:
+    """The suite's kernel experiments as plain data: what a Side (here or in a worker) measures."""
+    return [{"id": exp.id, "kernel": s.kernel, "variants": list(s.variants), "baseline_variant": s.baseline_variant,
+             "cases": [{"label": c.label(), "config": c.model_dump(mode="json")} for c in s.cases()],
+             "seed": s.seed, "dtype": s.dtype, "tolerance": s.tolerance, "loop_max_iters": s.loop_max_iters,
+             "min_run_time_s": s.min_run_time_s, "threads": s.threads, "determinism": s.determinism}
+            for exp in suite.experiments for s in [exp.spec]]
 
-    from harness import determinism, envinfo
 
-    t0 = time.perf_counter()
-    dev = torch.device(device)
-    slowdown = injected_slowdown()
-    cases, calls = _prepare(suite, dev, slowdown)
-    workload = calibration_workload(dev)
-    calib = {t: {name: [] for name in workload} for t in sorted({cases[k]["threads"] for k in calls})}
-    print(f"timing {len(calls)} cases in {ROUNDS} interleaved rounds with the calibration workload"
-          + (f" (injected slowdown x{slowdown})" if slowdown else ""), file=sys.stderr, flush=True)
-    for r in range(ROUNDS + 1):
+class Side:
+    """One tree's kernels, checked, then timed round by round with the calibration workload."""
+
+    def __init__(self, experiments: list[dict], device: str, slowdown: float | None = None):
+        import torch
+
+        self.device, self.slowdown = device, slowdown
+        self.dev = torch.device(device)
+        self.t0 = time.perf_counter()
+        self.cases, self.calls = _prepare(experiments, self.dev, slowdown)
+        self.workload = calibration_workload(self.dev)
+        threads = sorted({self.cases[k]["threads"] for k in self.calls})
+        self.calib = {t: {name: [] for name in self.workload} for t in threads}
+
+    def calibrate(self) -> None:
+        from harness import determinism
+
         determinism.configure("strict")  # the calibration always runs in the same mode
-        for threads, parts in calib.items():
-            for name, fn in workload.items():
+        for threads, parts in self.calib.items():
+            for name, fn in self.workload.items():
                 parts[name].append(_time(fn, CALIBRATION_RUN_TIME_S, threads))
-        if r == ROUNDS:
-            break
-        for key, (spec, fn) in calls.items():
-            entry = cases[key]
-            if entry["status"] != "ok":
-                continue
-            determinism.configure(spec.determinism)
-            try:
-                t = _time(fn, spec.min_run_time_s, entry["threads"])
-            except Exception as e:  # isolation: one raising case is failed, the others go on
-                entry.update(status="failed", error=f"{type(e).__name__}: {e}")
-                continue
-            entry["best_s"].append(min(t.samples_s))
-            entry["round_median_s"].append(t.median_s)
-            entry["number_per_run"].append(t.number_per_run)
-            entry["samples_s"].append(list(t.samples_s))
-    calibration = {str(t): _calibration(parts) for t, parts in calib.items()}
-    _normalise(cases, calibration)
-    _speedups(cases)
+
+    def time_case(self, key: str) -> None:
+        """Time one case once (its `min_run_time_s`), keeping its best block and every sample."""
+        from harness import determinism
+
+        spec, fn = self.calls[key]
+        entry = self.cases[key]
+        if entry["status"] != "ok":
+            return
+        determinism.configure(spec.determinism)
+        try:
+            t = _time(fn, spec.min_run_time_s, entry["threads"])
+        except Exception as e:  # isolation: one raising case is failed, the others go on
+            entry.update(status="failed", error=f"{type(e).__name__}: {e}")
+            return
+        entry["best_s"].append(min(t.samples_s))
+        entry["round_median_s"].append(t.median_s)
+        entry["number_per_run"].append(t.number_per_run)
+        entry["samples_s"].append(list(t.samples_s))
+
+    def skip(self, keys: list[str]) -> None:
+        """Cases the other side of an A/B check cannot run: not timed here either."""
+        for key in keys:
+            self.cases[key].update(status="skipped", error="not timed: the other side cannot run it")
+            del self.calls[key]
+
+    def time_cases(self) -> None:
+        for key in self.calls:
+            self.time_case(key)
+
+    def round(self) -> None:
+        """The calibration, then every case once."""
+        self.calibrate()
+        self.time_cases()
+
+    def result(self) -> dict:
+        """After the closing calibration: the normalised samples, speedups and the calibration."""
+        calibration = {str(t): _calibration(parts) for t, parts in self.calib.items()}
+        _normalise(self.cases, calibration)
+        _speedups(self.cases)
+        rounds = len(next(iter(calibration.values()))["best_s"]) - 1 if calibration else 0
+        return {"rounds": rounds, "injected_slowdown": self.slowdown, "calibration": calibration,
+                "cases": self.cases, "wall_s": time.perf_counter() - self.t0}
+
+
+def measure_suite(suite, device: str, rounds: int = ROUNDS) -> dict:
+    """Check and time every kernel case of `suite` in this process; returns the baseline document
+    (see harness.regress for how it is read back and compared)."""
+    slowdown = injected_slowdown()
+    side = Side(plan(suite), device, slowdown)
+    print(f"timing {len(side.calls)} cases in {rounds} interleaved rounds with the calibration workload"
+          + (f" (injected slowdown x{slowdown})" if slowdown else ""), file=sys.stderr, flush=True)
+    for _ in range(rounds):
+        side.round()
+    side.calibrate()
+    return document(suite, device, side.result())
+
+
+def document(suite, device: str, measured: dict, env: dict | None = None) -> dict:
+    """A baseline document: what was measured, where (device class, speed fingerprint,
+    environment with the git commit) and how."""
+    from harness import envinfo
+
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "suite": suite.name, "suite_file": str(suite.path),
-            "device": device, "device_class": device_class(device),
+            "device": device, "device_class": device_class(device), "machine": speed_fingerprint(device),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "method": {"rounds": ROUNDS, "calibration": CALIBRATION_ID, "injected_slowdown": slowdown,
+            "method": {"rounds": measured["rounds"], "calibration": CALIBRATION_ID,
+                       "injected_slowdown": measured["injected_slowdown"],
                        "statistic": "per round: best block / geometric mean of the calibration parts' best "
                                     "blocks before and after the round; compared: median over rounds"},
-            "env": envinfo.collect() | {"device": device}, "wall_s": time.perf_counter() - t0,
-            "calibration": calibration, "cases": cases}
+            "env": (env or envinfo.collect()) | {"device": device}, "wall_s": measured["wall_s"],
+            "calibration": measured["calibration"], "cases": measured["cases"]}
 
 
 def _time(fn, min_run_time_s: float, threads: int):
@@ -153,8 +256,9 @@ def _calibration(parts: dict) -> dict:
         "samples_s": [list(t.samples_s) for t in ts]} for name, ts in parts.items()}}
 
 
-def _prepare(suite, dev, slowdown):
-    """One entry per case (cap, correctness check, settings) and the calls to time."""
+def _prepare(experiments: list[dict], dev, slowdown):
+    """One entry per case (cap, correctness check, settings) and the calls to time. A kernel,
+    variant or size this tree's kernels do not have is `missing` (an A/B side of another revision)."""
     import torch
 
     from harness import determinism
@@ -163,20 +267,29 @@ def _prepare(suite, dev, slowdown):
     from harness.rundir import task_key
 
     cases, calls = {}, {}
-    for exp in suite.experiments:
-        spec = exp.spec
-        family = KERNELS.get(spec.kernel)
+    for exp in experiments:
+        spec = SimpleNamespace(**exp)
+        family = KERNELS.get(spec.kernel) if spec.kernel in KERNELS else None
         determinism.configure(spec.determinism)
-        for case in spec.cases():
+        for point in spec.cases:
             for name in spec.variants:
-                variant = family.variants[name]
-                key = task_key(exp.id, name, case.label())
+                key = task_key(spec.id, name, point["label"])
+                variant = family.variants.get(name) if family else None
                 entry = cases[key] = {
-                    "experiment": exp.id, "family": family.name, "variant": name, "size": case.label(),
-                    "baseline_variant": spec.baseline_variant, "code_hash": variant.code_hash, "dtype": spec.dtype,
-                    "threads": spec.threads or torch.get_num_threads(), "min_run_time_s": spec.min_run_time_s,
-                    "status": "ok", "error": None, "best_s": [], "round_median_s": [], "number_per_run": [],
-                    "samples_s": []}
+                    "experiment": spec.id, "family": spec.kernel, "variant": name, "size": point["label"],
+                    "baseline_variant": spec.baseline_variant, "code_hash": variant and variant.code_hash,
+                    "dtype": spec.dtype, "threads": spec.threads or torch.get_num_threads(),
+                    "min_run_time_s": spec.min_run_time_s, "status": "ok", "error": None, "best_s": [],
+                    "round_median_s": [], "number_per_run": [], "samples_s": []}
+                if variant is None:
+                    entry.update(status="missing", error=f"no {'variant ' + name + ' of ' if family else ''}"
+                                                         f"kernel {spec.kernel} in this tree")
+                    continue
+                try:
+                    case = family.case(**point["config"])
+                except Exception as e:  # this tree's kernel takes other sizes
+                    entry.update(status="missing", error=f"size not valid in this tree: {e}")
+                    continue
                 reason = capped_reason(spec, variant, case)
                 if reason:
                     entry.update(status="capped", error=reason)
@@ -210,13 +323,20 @@ def _slowed(fn, factor: float, dev):
 
 
 def _normalise(cases: dict, calibration: dict) -> None:
+    """Per-round normalised samples; a case whose times are not finite positive numbers is failed
+    (a measurement that cannot be trusted is never compared)."""
     for entry in cases.values():
         if entry["status"] != "ok":
             continue
         cal = calibration[str(entry["threads"])]["best_s"]
-        entry["normalised"] = [b / math.sqrt(cal[i] * cal[i + 1]) for i, b in enumerate(entry["best_s"])]
+        values = [b / math.sqrt(cal[i] * cal[i + 1]) for i, b in enumerate(entry["best_s"])]
+        if not values or not all(math.isfinite(v) and v > 0 for v in values + entry["best_s"]):
+            entry.update(status="failed", error=f"not a finite positive time in {len(values)} rounds "
+                                                f"(best blocks {entry['best_s']})")
+            continue
+        entry["normalised"] = values
         entry["median_s"] = statistics.median(entry["best_s"])
-        entry["normalised_median"] = statistics.median(entry["normalised"])
+        entry["normalised_median"] = statistics.median(values)
 
 
 def _speedups(cases: dict) -> None:

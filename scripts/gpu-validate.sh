@@ -24,6 +24,7 @@
 #   WORK [/tmp/harness-validate]   run directories and the install; kept between calls on a warm machine
 #   DEVICE [cuda]  PYTHON [python3]  KERNEL_SUITE STRICT_SUITE FAST_SUITE CI_SUITE  (suite files)
 #   HARNESS_GIT_COMMIT   the checkout's commit, recorded in env.json where the copy has no .git
+#   HARNESS_GIT_DIRTY    0 when that commit is clean (git status), so the gate's baseline can name it
 #
 # On the device tool (see /work/.library/device/README.md): carry .whl (scripts/device-wheels.txt
 # and benchmarks/d2l-wheels.txt, downloaded for Python 3.12) and .data, then e.g.
@@ -100,7 +101,10 @@ for stage in "${STAGES[@]}"; do
     strict) step strict run_suite "$STRICT_SUITE" ;;
     fast) step fast run_suite "$FAST_SUITE" ;;
     determinism) step determinism determinism ;;
-    baseline) step baseline harness baseline "$CI_SUITE" --device "$DEVICE" --out "$OUT/kernels-$DEVICE.json" ;;
+    # a baseline records a clean commit (so `check` can measure it again elsewhere): declared clean
+    # with HARNESS_GIT_DIRTY=0 where the copy has no .git, else recorded for this GPU type only
+    baseline) step baseline harness baseline "$CI_SUITE" --device "$DEVICE" --out "$OUT/kernels-$DEVICE.json" \
+                $([ "${HARNESS_GIT_DIRTY:-}" = 0 ] || echo --allow-dirty) ;;
     book) step book book ;;
     summary) ;;
     *) echo "unknown stage: $stage (known: setup env kernels strict fast determinism baseline book summary)" >&2; exit 2 ;;

@@ -1,6 +1,7 @@
-"""Contracts of the CI regression gate (harness.regress, harness.regress_measure): the verdicts on
-synthetic samples, what is not comparable, the baseline file's checks (exit 2 with what to do), a
-wrong variant failing, and end to end a deliberately slowed kernel failing `check` (exit 1)."""
+"""Contracts of the CI regression gate (harness.regress, harness.regress_measure, harness.regress_file):
+the verdicts on synthetic samples, what is not comparable, the baseline file's checks (exit 2 with
+what to do), a wrong variant failing, and end to end a deliberately slowed kernel failing `check`
+(exit 1) against a stored baseline. The side-by-side (A/B) mode is tests/test_regress_ab.py."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from conftest import run_cli, write_suite
 
 from harness import regress
 from harness.cli import main
-from harness.regress_measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, ROUNDS, device_class
+from harness.regress_measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, ROUNDS, device_class, speed_fingerprint
 
 STEADY = [1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97, 1.00, 1.01, 0.99]  # normalised, +-3%
 
@@ -32,11 +33,39 @@ def test_noise_of_10_percent_around_an_unchanged_median_is_never_a_regression():
         assert regress.judge(base, current)[2] == "ok"
 
 
-def test_a_median_over_the_threshold_within_the_measured_spread_is_not_significant():
+def test_a_median_over_the_threshold_within_the_measured_spread_is_ambiguous():
     base = [0.5, 0.7, 0.9, 1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0]
     current = [0.6, 0.8, 1.0, 1.4, 1.5, 1.6, 1.9, 2.2, 2.6, 3.1]
     ratio, p, verdict = regress.judge(base, current)
-    assert ratio > 1.25 and p > regress.ALPHA and verdict == "ok"
+    assert ratio > 1.25 and p > regress.ALPHA and verdict == "ambiguous"
+    ratio, p, verdict = regress.judge(current, base)  # the mirror image: faster, but not significantly
+    assert ratio < 1 / 1.25 and p > regress.ALPHA and verdict == "ambiguous"
+
+
+def test_a_significant_change_within_the_threshold_is_ok():
+    ratio, p, verdict = regress.judge(STEADY, [1.1 * x for x in STEADY])
+    assert p < regress.ALPHA and verdict == "ok"
+
+
+# ---- paired samples (A/B): the two sides of a round are timed back to back ----------------------
+
+DRIFT = [1.0, 1.9, 1.1, 2.0, 1.0, 1.4, 1.0, 2.1, 1.2, 1.0, 1.8, 1.0, 1.1, 2.0, 1.0, 1.5, 1.0, 1.9, 1.1, 1.0]
+
+
+def test_paired_rounds_see_a_10_percent_slowdown_through_a_2x_machine_drift():
+    rng = random.Random(1)
+    current = [1.10 * d * rng.uniform(0.98, 1.02) for d in DRIFT]
+    assert regress.judge(DRIFT, current, threshold=0.05)[2] == "ambiguous"  # unpaired: lost in the drift
+    ratio, p, verdict = regress.judge(DRIFT, current, threshold=0.05, paired=True)
+    assert verdict == "regressed" and ratio == pytest.approx(1.10, abs=0.02) and p < 1e-4
+
+
+def test_paired_rounds_of_unchanged_code_are_never_a_regression():
+    rng = random.Random(2)
+    for _ in range(300):
+        base = [d * rng.uniform(0.97, 1.03) for d in DRIFT]
+        current = [d * rng.uniform(0.97, 1.03) for d in DRIFT]
+        assert regress.judge(base, current, threshold=0.05, paired=True)[2] == "ok"
 
 
 def test_a_clear_speedup_is_faster_and_not_a_failure():
@@ -54,11 +83,14 @@ def test_the_threshold_is_a_fraction():
 def case(variant="native", *, code_hash="aaaa", status="ok", normalised=STEADY, error=None, **kw):
     return {"experiment": "corr2d", "variant": variant, "size": "in=8x8 k=3x3", "baseline_variant": "native",
             "code_hash": code_hash, "dtype": "float32", "threads": 1, "status": status, "error": error,
-            "normalised": normalised, "median_s": 1e-5, "speedup": 1.0, **kw}
+            "normalised": normalised, "best_s": [1e-5 * x for x in normalised], "median_s": 1e-5, "speedup": 1.0,
+            **kw}
 
 
-def doc(cases: dict, suite="tiny", device_class="cpu") -> dict:
+def doc(cases: dict, suite="tiny", device_class="cpu", machine=None) -> dict:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "suite": suite, "device_class": device_class,
+            "machine": machine if machine is not None else speed_fingerprint("cpu"),
+            "env": {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False},
             "method": {"rounds": ROUNDS, "calibration": CALIBRATION_ID, "injected_slowdown": None},
             "calibration": {}, "cases": cases}
 
@@ -68,10 +100,13 @@ def verdicts(base: dict, current: dict) -> dict:
     return {r["case"]: (r["verdict"], r["reason"]) for r in rows}
 
 
-def test_a_changed_code_hash_is_not_comparable_even_when_much_slower():
+def test_a_changed_code_hash_is_not_comparable_against_stored_numbers_and_compared_side_by_side():
     slow = [3 * x for x in STEADY]
     assert verdicts({"k": case()}, {"k": case(code_hash="bbbb", normalised=slow)}) == {
-        "k": ("not comparable", "kernel code changed (code hash aaaa -> bbbb)")}
+        "k": ("not comparable", "kernel code changed since the baseline (code hash aaaa -> bbbb)")}
+    rows, _ = regress.compare(doc({"k": case()}), doc({"k": case(code_hash="bbbb", normalised=slow)}), 0.05, "ab")
+    assert (rows[0]["verdict"], rows[0]["reason"]) == ("regressed", "code changed (aaaa -> bbbb)")
+    assert rows[0]["ratio"] == pytest.approx(3.0)
 
 
 def test_a_case_missing_from_the_baseline_is_not_comparable_and_a_dropped_one_is_listed():
@@ -95,8 +130,10 @@ def test_a_wrong_variant_is_failed_never_compared():
 
 
 def test_baseline_json_round_trips_with_samples_on_one_line():
+    from harness.regress_file import dumps
+
     d = doc({"k": case(samples_s=[[1e-5, 2e-5], [3e-5]])})
-    text = regress.dumps(d)
+    text = dumps(d)
     assert json.loads(text) == d and '"normalised": [1.0, 1.02,' in text
 
 
@@ -137,9 +174,9 @@ def test_a_baseline_of_another_format_version_is_refused_with_an_instruction(tmp
     (None, "no such baseline file; record one: python -m harness baseline"),
     ("{not json", "not a baseline file (not readable JSON"),
     ('{"cases": {}}', 'not a harness baseline file (no "format": "harness-kernel-baseline")'),
-    (json.dumps(doc({"k": {"status": "ok"}})), "damaged baseline file (cases['k']: missing 'code_hash'"),
-    (json.dumps(doc({}, suite="other")), "a baseline of suite 'other', not 'tiny'"),
-    (json.dumps(doc({}, device_class="cuda-nvidia-h100")),
+    (json.dumps(doc({"k": {"status": "ok"}})), "damaged baseline file: cases['k'].code_hash: missing"),
+    (json.dumps(doc({"k": case()}, suite="other")), "a baseline of suite 'other', not 'tiny'"),
+    (json.dumps(doc({"k": case()}, device_class="cuda-nvidia-h100")),
      "recorded on device class 'cuda-nvidia-h100', this check runs on 'cpu'; pass --device to match it"),
     (json.dumps(doc({}) | {"method": {"calibration": "old"}}), "normalised by calibration 'old'"),
 ])
@@ -165,6 +202,34 @@ def test_bad_threshold_suite_kind_and_injection_exit_2(tmp_path, capsys, monkeyp
     assert "a baseline must be recorded on unchanged code" in capsys.readouterr().err
 
 
+BAD_FILES = {
+    "NaN sample": (lambda d: d["cases"]["k"]["normalised"].__setitem__(3, float("nan")),
+                   "cases['k'].normalised[3]: nan is not a finite positive number"),
+    "negative time": (lambda d: d["cases"]["k"].__setitem__("median_s", -1e-5),
+                      "cases['k'].median_s: Input should be greater than 0 (got -1e-05)"),
+    "no cases": (lambda d: d.__setitem__("cases", {}), "cases: Dictionary should have at least 1 item"),
+    "threads as text": (lambda d: d["cases"]["k"].__setitem__("threads", "1"),
+                        "cases['k'].threads: Input should be a valid integer (got '1')"),
+    "cases as a list": (lambda d: d.__setitem__("cases", [1]), "cases: Input should be a valid dictionary"),
+    "too few rounds": (lambda d: d["cases"]["k"].__setitem__("normalised", [1.0]),
+                       "cases['k'].normalised: List should have at least 3 items"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BAD_FILES))
+def test_nan_empty_and_wrongly_typed_baselines_exit_2_naming_the_field_before_any_timing(tmp_path, damage):
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
+    document = doc({"k": case()})
+    change, message = BAD_FILES[damage]
+    change(document)
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(document))
+    proc = run_cli("check", suite, "--baseline", path, "--device", "cpu", "--out", tmp_path / "r")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"error: {path}: damaged baseline file: ") and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "timing" not in proc.stderr and not (tmp_path / "r").exists()
+
+
 # ---- measuring: a wrong variant fails the check -----------------------------------------------
 
 def test_a_wrong_variant_fails_the_check_with_exit_1(tmp_path, monkeypatch, capsys):
@@ -173,7 +238,7 @@ def test_a_wrong_variant_fails_the_check_with_exit_1(tmp_path, monkeypatch, caps
 
     suite = write_suite(tmp_path / "tiny.yaml", TINY)
     base = tmp_path / "base.json"
-    assert main(["baseline", str(suite), "--out", str(base), "--device", "cpu"]) == 0
+    assert main(["baseline", str(suite), "--out", str(base), "--device", "cpu", "--allow-dirty"]) == 0
     family = KERNELS.get("corr2d")
     right = family.variants["vectorized"].fn
     monkeypatch.setitem(family.variants, "vectorized", Variant("vectorized", lambda case, X, K: right(case, X, K) + 1))
@@ -220,7 +285,7 @@ def test_a_kernel_doing_its_work_twice_fails_check_against_the_original_and_pass
     suite = write_suite(tmp_path / "probe.yaml", PROBE_SUITE)
     original, slowed, out = tmp_path / "original.json", tmp_path / "slowed.json", tmp_path / "results"
 
-    proc = run_cli("baseline", suite, "--out", original, "--device", "cpu")
+    proc = run_cli("baseline", suite, "--out", original, "--device", "cpu", "--allow-dirty")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     monkeypatch.setenv("PROBE_TWICE", "1")
     proc = run_cli("check", suite, "--baseline", original, "--device", "cpu", "--out", out)
@@ -233,7 +298,7 @@ def test_a_kernel_doing_its_work_twice_fails_check_against_the_original_and_pass
     report = json.loads((run_dir / "check.json").read_text())
     assert report["summary"]["regressed"] == 1 and report["current"]["format_version"] == FORMAT_VERSION
 
-    proc = run_cli("baseline", suite, "--out", slowed, "--device", "cpu")
+    proc = run_cli("baseline", suite, "--out", slowed, "--device", "cpu", "--allow-dirty")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_cli("check", suite, "--baseline", slowed, "--device", "cpu", "--out", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
