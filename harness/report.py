@@ -49,8 +49,12 @@ def run_report(df, env: dict, steps: list[dict]) -> str:
         f"- device: {first['device']} ({first['device_name']}); torch {env.get('torch')}, "
         f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}; threads {first['threads']}",
         f"- determinism: {', '.join(sorted(set(df['determinism'].dropna())))}; git {git}",
-        f"- rows: {len(df)} (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")",
+        f"- rows: {len(df)} (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
+        + (f"; **{noisy} noisy** (IQR over 10% of the median)" if (noisy := int(df["noisy"].fillna(False).sum())) else ""),
     ]
+    if env.get("load_avg_start") or env.get("load_avg_end"):
+        lines.append(f"- load average (1, 5, 15 min): {env.get('load_avg_start')} at the start, "
+                     f"{env.get('load_avg_end')} at the end")
     if (df["kind"] == "kernel").any():
         lines += ["", "Kernel times are the median seconds per call (± IQR as % of the median, n timed blocks) "
                       "from torch.utils.benchmark; speedup is the baseline variant's median over each variant's."]
@@ -81,7 +85,8 @@ def _kernel_section(exp_id: str, g) -> list[str]:
     def time_cell(ok) -> str:
         median = ok["time_median_s"].median()
         spread = (ok["time_iqr_s"] / ok["time_median_s"]).median() * 100
-        return f"{fmt_time(median)} ±{spread:.0f}% (n={int(ok['n_measurements'].median())})"
+        noisy = " **noisy**" if ok["noisy"].fillna(False).any() else ""
+        return f"{fmt_time(median)} ±{spread:.0f}% (n={int(ok['n_measurements'].median())}){noisy}"
 
     def speedup_cell(ok) -> str:
         s = ok["speedup"].median()

@@ -39,6 +39,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "time_median_s": ("float64", "median seconds per call"),
     "time_iqr_s": ("float64", "interquartile range of seconds per call"),
     "n_measurements": ("Int64", "timed blocks behind the median (each the mean of several calls)"),
+    "noisy": ("boolean", "kernel: IQR over median above 10% (harness.kernels.bench.NOISY_IQR): the machine "
+                         "was too noisy for this time to be trusted to that precision"),
     "max_abs_err": ("float64", "max |variant - float64 reference| on fresh random inputs"),
     "tolerance": ("float64", "allowed max_abs_err (tolerance x max(1, max|reference|))"),
     "flops": ("float64", "arithmetic operations per call (multiply-add = 2); train: per training image, "
@@ -85,7 +87,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 # Columns added to schema 1 later, read as empty from files written before them.
-ADDED_IN_V1 = ("achieved_tflops", "mfu")
+ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy")
 
 
 # The per-epoch training series (MLflow metrics with step = epoch, and steps.csv): the same keys for

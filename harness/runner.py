@@ -10,6 +10,8 @@ Exit code: 0 all ok, 1 a row failed or diverged.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -94,7 +96,7 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
     import torch
 
     t_start = time.perf_counter()
-    env = envinfo.collect() | {"device": device, "argv": argv or []}
+    env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg()}
     if resume_dir is not None:
         run = rundir.reopen(resume_dir, suite)
         _check_same_tracking(run, tracker)
@@ -238,6 +240,14 @@ def _run_task(exp, task, base, ctx) -> dict:
     return row
 
 
+def _load_avg() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how busy the machine was (None where unknown)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _is_oom(e: Exception) -> bool:
     import torch
 
@@ -245,6 +255,10 @@ def _is_oom(e: Exception) -> bool:
 
 
 def _write(run_dir: Path, rows, steps, env) -> None:
+    """results, steps.csv, the report, and the load average at the end into env.json."""
+    saved = run_dir / "env.json"
+    env = (json.loads(saved.read_text()) if saved.is_file() else env) | {"load_avg_end": _load_avg()}
+    results.atomic_write_json(saved, env)
     df = results.save(rows, run_dir)
     if steps:
         import pandas as pd
@@ -258,7 +272,9 @@ def _line(row: dict) -> str:
 
     head = escape(f"{row['experiment']:<22} {row['variant']:<11} {row['size']:<30}")
     if row["status"] == "ok" and row.get("time_median_s") is not None:
-        return f"[green]ok[/green]     {head} {report.fmt_time(row['time_median_s'])}"
+        noisy = (f"  [yellow]noisy[/yellow] (IQR {row['time_iqr_s'] / row['time_median_s']:.0%} of the median)"
+                 if row.get("noisy") else "")
+        return f"[green]ok[/green]     {head} {report.fmt_time(row['time_median_s'])}{noisy}"
     if row["status"] == "ok" and row.get("val_acc") is not None:
         return (f"[green]ok[/green]     {head} val_acc {row['val_acc']:.4f}  "
                 f"{row['images_per_s']:,.0f} img/s  {row['wall_s']:.1f} s")

@@ -37,7 +37,7 @@ class KernelSpec(_Spec):
     min_run_time_s: float = Field(0.2, gt=0, le=60)
     loop_max_iters: int = Field(200_000, ge=0)  # Python-loop variants over this are 'capped'
     tolerance: float | None = Field(None, gt=0)  # max |err| / max(1, max|ref|); default by dtype
-    threads: int | None = Field(None, ge=1)  # CPU threads while timing; default: torch's
+    threads: int = Field(1, ge=1)  # CPU threads while timing: one unless a suite says otherwise
 
     @property
     def baseline_variant(self) -> str:

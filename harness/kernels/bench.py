@@ -15,6 +15,7 @@ from harness.determinism import derive_seed
 from harness.tasks import Task
 
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+NOISY_IQR = 0.10  # a row whose IQR exceeds this fraction of its median is flagged `noisy`
 
 
 def kernel_tasks(exp, device) -> list[Task]:
@@ -51,7 +52,7 @@ def _run_one(spec, family, variant, case, device, ctx) -> dict:
                   threads=spec.threads, label=f"{family.name}/{variant.name}")
     return {"status": "ok", **checked, "time_median_s": t.median_s,
             "time_iqr_s": t.iqr_s, "n_measurements": t.n, "threads": t.threads,
-            "gflops": case.flops() / t.median_s / 1e9}
+            "noisy": t.iqr_s > NOISY_IQR * t.median_s, "gflops": case.flops() / t.median_s / 1e9}
 
 
 def capped_reason(spec, variant, case) -> str | None:
