@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 EXAMPLES = """\
 examples:
@@ -85,21 +85,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.determinism import prepare_process
+    from harness.core.determinism import prepare_process
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, seed=args.seed, select=args.select)  # all input checks first
     if args.resume is not None and not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run directory")
     prepare_process()  # before CUDA starts
-    from harness import runner
+    from harness.run import runner
 
     device = runner.resolve_device(args.device)
     if any(e.spec.kind == "train" for e in suite.experiments) and not args.download:
         from harness.train.data import check_available, resolve_data_dir
 
         check_available(resolve_data_dir(args.data_dir))
-    tracker = runner.make_tracker(not args.no_tracking, args.tracking_uri, args.out)
+    from harness.track import make_tracker
+
+    tracker = make_tracker(not args.no_tracking, args.tracking_uri, args.out)
     outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
                                fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
                                resume_dir=args.resume, data_dir=args.data_dir, download=args.download)
@@ -120,23 +122,14 @@ def argv_is_cli() -> bool:
 def cmd_list(args) -> int:
     from harness.suite import load_suite
 
+    from harness.core.kinds import KINDS
+
     suite = load_suite(args.suite, seed=args.seed, select=args.select)
     total = 0
     print(f"{suite.name}: {suite.description}".rstrip(": "))
     for exp in suite.experiments:
         spec = exp.spec
-        if spec.kind == "kernel":
-            n_cases = len(spec.cases())
-            n = n_cases * len(spec.variants)
-            what = (f"kernel {spec.kernel}: {', '.join(spec.variants)} (baseline {spec.baseline_variant}) "
-                    f"x {n_cases} sizes, {spec.dtype}")
-        elif spec.kind == "train":
-            n = 1
-            limit = f", first {spec.train_limit}/{spec.val_limit or 'all'} images" if spec.train_limit else ""
-            what = (f"model {spec.model} {'x'.join(map(str, spec.input_size))}, {spec.epochs} epochs, "
-                    f"batch {spec.batch_size}, lr {spec.lr}, {spec.precision}{limit}")
-        else:
-            n, what = 1, f"lr {spec.lr}, {spec.iterations} iterations"
+        n, what = KINDS.get(spec.kind).describe(spec)
         total += n
         print(f"  {exp.id:<28} {spec.kind:<13} seed {spec.seed:<3} {what}  [{n} rows]")
     print(f"{len(suite.experiments)} experiments, {total} rows")
@@ -165,7 +158,7 @@ def cmd_summary(args) -> int:
 def cmd_env(args) -> int:
     import json
 
-    from harness import envinfo
+    from harness.core import envinfo
 
     info = envinfo.collect()
     if args.json:
@@ -217,31 +210,21 @@ def _add_run_selection(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args) -> int:
-    from harness import compare, report, results
+    from harness.views import report
 
     fmt = args.format or {".csv": "csv", ".html": "html", ".htm": "html"}.get(args.out.suffix if args.out else "", "md")
-    if args.from_mlflow:
-        if args.paths:
-            raise UserError("--from-mlflow reads the runs from the tracking store: give no RUN_DIR "
-                            "(select with --suite / --since)")
-        from harness.ui import store_uri
-
-        df = compare.load_mlflow(store_uri(args.tracking_uri, Path("results")), args.suite, args.since)
-    elif args.tracking_uri:
+    if args.from_mlflow and args.paths:
+        raise UserError("--from-mlflow reads the runs from the tracking store: give no RUN_DIR "
+                        "(select with --suite / --since)")
+    if args.tracking_uri and not args.from_mlflow:
         raise UserError("--tracking-uri is read with --from-mlflow only; add --from-mlflow")
-    else:
-        df = compare.load_runs(args.paths, args.suite, args.since)
-    text = report.runs_report(df, fmt, args.by)
-    if args.out is None:
-        print(text, end="")
-    else:
-        results.atomic_write_text(args.out, text)
-        print(f"report ({fmt}, {df['run_id'].nunique()} runs): {args.out}")
+    print(report.report_runs(args.paths, args.suite, args.since, fmt, args.by, args.out,
+                             args.tracking_uri if args.from_mlflow else None, args.from_mlflow), end="")
     return 0
 
 
 def cmd_dashboard(args) -> int:
-    from harness import dashboard
+    from harness.views import dashboard
 
     index = dashboard.build(args.paths, args.out, suite=args.suite, since=args.since)
     print(f"dashboard: {index.resolve().as_uri()}")
@@ -249,29 +232,19 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from harness.sync import find_run_dirs, sync_run_dir
+    from harness.track.sync import sync_paths
 
-    run_dirs = find_run_dirs(args.paths)  # every input checked before anything is logged
-    from harness.tracking import MlflowTracker, default_tracking_uri
-
-    uri = args.tracking_uri or default_tracking_uri(args.out)
-    for run_dir in run_dirs:
-        tracker = MlflowTracker(uri, args.out / "mlartifacts")
-        o = sync_run_dir(run_dir, tracker)
-        parts = [f"{len(v)} {k}" for k, v in (("created", o.created), ("updated", o.updated),
-                                                ("unchanged", o.unchanged)) if v]
-        print(f"synced {run_dir}: {', '.join(parts)} (experiment {o.suite!r}, parent run {o.parent_run_id})")
-    print(f"MLflow: {uri}")
+    sync_paths(args.paths, args.tracking_uri, args.out)
     return 0
 
 
 def cmd_ui(args) -> int:
-    from harness import ui
+    from harness.views import ui
 
     return ui.serve(ui.store_uri(args.tracking_uri, args.results), args.port, args.results)
 
 
-# ---- the CI regression gate (harness.regress) ----------------------------------------------
+# ---- the CI regression gate (harness.gate.check) ----------------------------------------------
 
 def _add_gate(sub) -> None:
     devices = dict(default="auto", choices=("auto", "cpu", "cuda"),
@@ -305,21 +278,23 @@ def _add_gate(sub) -> None:
 
 
 def cmd_baseline(args) -> int:
-    from harness import regress, runner
-    from harness.determinism import prepare_process
-    from harness.regress_measure import ROUNDS
+    from harness.core.determinism import prepare_process
+    from harness.gate.baseline_file import record_baseline
+    from harness.gate.measure import ROUNDS
+    from harness.run import runner
 
     prepare_process()  # before CUDA starts
-    return regress.record_baseline(args.suite, args.out, runner.resolve_device(args.device),
-                                   rounds=args.rounds or ROUNDS, allow_dirty=args.allow_dirty)
+    return record_baseline(args.suite, args.out, runner.resolve_device(args.device),
+                           rounds=args.rounds or ROUNDS, allow_dirty=args.allow_dirty)
 
 
 def cmd_check(args) -> int:
-    from harness import regress, runner
-    from harness.determinism import prepare_process
+    from harness.core.determinism import prepare_process
+    from harness.gate.check import run_check
+    from harness.run import runner
 
     prepare_process()
-    return regress.run_check(args.suite, args.out, runner.resolve_device(args.device), baseline_path=args.baseline,
+    return run_check(args.suite, args.out, runner.resolve_device(args.device), baseline_path=args.baseline,
                              against=args.against, threshold=args.threshold, rounds=args.rounds)
 
 

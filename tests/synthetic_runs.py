@@ -1,4 +1,4 @@
-"""Four run directories with hand-chosen numbers, written through harness.results.save (so the
+"""Four run directories with hand-chosen numbers, written through harness.run.results.save (so the
 schema is the real one), for the report and dashboard tests.
 
     kernels, suite ks (corr2d, baseline loop): run KA (commit c1) and KB (commit c2)
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness import results
+from harness.run import results
 
 KA, KB = "20260101T100000Z-aaaaaa", "20260102T100000Z-bbbbbb"
 TA, TB = "20260101T110000Z-cccccc", "20260102T110000Z-dddddd"

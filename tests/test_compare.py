@@ -11,8 +11,9 @@ import pytest
 from conftest import run_cli, write_suite
 from synthetic_runs import KA, KB, TA, TB, write_runs
 
-from harness import compare, results
-from harness.errors import UserError
+from harness.views import compare
+from harness.run import results
+from harness.core.errors import UserError
 
 SD = math.sqrt  # the sample standard deviation of two values x, y is |x - y| / sqrt(2)
 

@@ -11,7 +11,7 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.train import data
 from harness.train.data import (
     eval_batches,

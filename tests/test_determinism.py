@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from harness import determinism
+from harness.core import determinism
 
 
 def test_strict_mode_turns_on_every_deterministic_setting():

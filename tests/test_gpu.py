@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import REPO, run_cli, write_suite
 
-from harness import results
+from harness.run import results
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]

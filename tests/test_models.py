@@ -10,7 +10,7 @@ import torch
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.models import (
     ResNeXtBlock,
     Residual,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import UserError
-from harness.registry import Registry
+from harness.core.errors import UserError
+from harness.core.registry import Registry
 
 
 def test_unknown_names_list_the_known_ones_and_suggest_the_closest():

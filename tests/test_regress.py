@@ -1,4 +1,4 @@
-"""Contracts of the CI regression gate (harness.regress, harness.regress_measure, harness.regress_file):
+"""Contracts of the CI regression gate (harness.gate.check, harness.gate.measure, harness.gate.baseline_file):
 the verdicts on synthetic samples, what is not comparable, the baseline file's checks (exit 2 with
 what to do), a wrong variant failing, and end to end a deliberately slowed kernel failing `check`
 (exit 1) against a stored baseline. The side-by-side (A/B) mode is tests/test_regress_ab.py."""
@@ -11,9 +11,9 @@ import textwrap
 import pytest
 from conftest import run_cli, write_suite
 
-from harness import regress
+from harness.gate import check as regress
 from harness.cli import main
-from harness.regress_measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, ROUNDS, device_class, speed_fingerprint
+from harness.gate.measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, ROUNDS, device_class, speed_fingerprint
 
 STEADY = [1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97, 1.00, 1.01, 0.99]  # normalised, +-3%
 
@@ -130,7 +130,7 @@ def test_a_wrong_variant_is_failed_never_compared():
 
 
 def test_baseline_json_round_trips_with_samples_on_one_line():
-    from harness.regress_file import dumps
+    from harness.gate.baseline_file import dumps
 
     d = doc({"k": case(samples_s=[[1e-5, 2e-5], [3e-5]])})
     text = dumps(d)

@@ -1,4 +1,4 @@
-"""The gate side by side (harness.regress_ab), through real subprocesses and real git repositories:
+"""The gate side by side (harness.gate.ab), through real subprocesses and real git repositories:
 a plugin-slowed variant fails `check --against HEAD` and the unchanged tree passes; a baseline
 recorded on another CPU falls back to measuring its commit; a baseline is never recorded from a
 dirty tree; a check that compares no case does not pass; a revision older than the A/B feature is

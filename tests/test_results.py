@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from harness import results
-from harness.errors import UserError
+from harness.run import results
+from harness.core.errors import UserError
 
 ROW = {"suite": "s", "run_id": "20260101T000000Z-abc123", "experiment": "c[seed=1]", "kind": "kernel",
        "family": "corr2d", "variant": "native", "size": "in=6x8 k=1x2", "config": '{"input": [6, 8]}',

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, run_cli, write_suite
 
-from harness import results
+from harness.run import results
 
 E2E = """
 suite: e2e
@@ -156,9 +156,9 @@ def test_mlflow_holds_parent_children_metrics_tags_and_statuses(e2e):
 def test_a_raising_task_is_a_failed_row_and_the_suite_goes_on(tmp_path, monkeypatch):
     from harness.kernels import KERNELS
     from harness.kernels.base import Variant
-    from harness.runner import run_suite
+    from harness.run.runner import run_suite
     from harness.suite import load_suite
-    from harness.tracking_null import NullTracker
+    from harness.run.null import NullTracker
 
     family = KERNELS.get("corr2d")
 
@@ -243,9 +243,9 @@ def test_ctrl_c_keeps_finished_rows_and_ends_mlflow_runs_killed(tmp_path, mlflow
 
 
 def test_resume_reruns_only_unfinished_rows_and_keeps_speedups_against_kept_baselines(tmp_path):
-    from harness.runner import run_suite
+    from harness.run.runner import run_suite
     from harness.suite import load_suite
-    from harness.tracking_null import NullTracker
+    from harness.run.null import NullTracker
 
     path = write_suite(tmp_path / "s.yaml", """
         suite: res

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, run_cli, write_suite
 from mlflow.tracking import MlflowClient
 
-from harness import journal, results
+from harness.run import journal, results
 
 SUITE = """
 suite: offline
@@ -178,9 +178,9 @@ def test_an_interrupted_sync_is_completed_without_duplicates(pair, tmp_path, _mi
 
 
 def test_a_killed_and_resumed_offline_run_syncs_to_its_final_state(tmp_path, mlflow_uri):
-    from harness.sync import sync_run_dir
-    from harness.tracking import MlflowTracker
-    from harness.tracking_null import NullTracker
+    from harness.track.sync import sync_run_dir
+    from harness.track.tracking import MlflowTracker
+    from harness.run.null import NullTracker
 
     run_dir = tmp_path / "run"
     (run_dir / "plots").mkdir(parents=True)
@@ -242,7 +242,7 @@ def test_resume_must_keep_the_tracking_mode(tmp_path):
 
 
 def test_journal_records_are_json_lines_and_a_cut_last_line_is_dropped(tmp_path):
-    from harness.tracking_null import NullTracker
+    from harness.run.null import NullTracker
 
     j = journal.Journal(NullTracker(), tmp_path)
     run = j.start("s", "r", {"p": [1, 2]}, {"t": None})

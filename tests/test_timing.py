@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from harness.timing import MIN_BLOCKS, time_call
+from harness.core.timing import MIN_BLOCKS, time_call
 
 
 def test_fast_calls_get_many_blocks_and_consistent_statistics():

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.errors import UserError
-from harness.tracking import MlflowTracker, default_tracking_uri, flatten
-from harness.tracking_null import NullTracker
+from harness.core.errors import UserError
+from harness.track.tracking import MlflowTracker, default_tracking_uri, flatten
+from harness.run.null import NullTracker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,5 +208,5 @@ def test_null_tracker_does_nothing_and_does_not_import_mlflow(tmp_path):
     t.log_artifacts("", [tmp_path / "missing"])
     t.end("", "FINISHED")
     t.close()
-    code = "import harness.tracking_null, sys; assert 'mlflow' not in sys.modules"
+    code = "import harness.run.null, sys; assert 'mlflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

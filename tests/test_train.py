@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, run_cli, write_suite
 
-from harness import results
+from harness.run import results
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,10 @@ command, subprocesses included (tests/test_regress.py registers a deliberately s
 Note: the seed function `corr2d` is exported here under the book's name, so the attribute
 `harness.kernels.corr2d` is that function, not the family module; import the module with
 `from harness.kernels.corr2d import ...` (or use the registry).
+
+The experiment kinds `kernel` and `learn_kernel` (their spec models and checks) are kind.py; how
+they become tasks, and the checks against the float64 reference, bench.py.
+May import: harness.core. Never run/, track/, views/, gate/ or the CLI.
 """
 from harness.kernels.base import KERNELS, Case, Family, Variant
 from harness.kernels import corr2d as _corr2d_family, channels, pool  # noqa: F401 (registers)
@@ -43,7 +47,7 @@ def _load_plugins() -> None:
     import importlib
     import os
 
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     for name in filter(None, (n.strip() for n in os.environ.get("HARNESS_PLUGINS", "").split(","))):
         try:

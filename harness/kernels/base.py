@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 Pair = tuple[int, int]
 

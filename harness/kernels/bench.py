@@ -11,8 +11,8 @@ import json
 import math
 from functools import partial
 
-from harness.determinism import derive_seed
-from harness.tasks import Task
+from harness.core.determinism import derive_seed
+from harness.core.kinds import Task
 
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 NOISY_IQR = 0.10  # a row whose IQR exceeds this fraction of its median is flagged `noisy`
@@ -39,7 +39,7 @@ def kernel_tasks(exp, device) -> list[Task]:
 
 
 def _run_one(spec, family, variant, case, device, ctx) -> dict:
-    from harness.timing import time_call
+    from harness.core.timing import time_call
 
     reason = capped_reason(spec, variant, case)
     if reason:
@@ -68,7 +68,7 @@ def check_variant(spec, family, variant, case, device) -> dict:
 
     Returns {"max_abs_err", "tolerance"}, plus {"status": "failed", "error"} when the output has
     the wrong shape or is over tolerance (NaN included): a wrong variant is never timed. Shared by
-    the kernel study, `harness check` (harness.regress) and tests/benchmarks."""
+    the kernel study, `harness check` (harness.gate.check) and tests/benchmarks."""
     import torch
 
     dtype = getattr(torch, spec.dtype)

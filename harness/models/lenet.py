@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.models import register_model
+from harness.models.registry import register_model
 
 
 @register_model

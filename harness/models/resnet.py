@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.errors import UserError
-from harness.models import register_model
+from harness.core.errors import UserError
+from harness.models.registry import register_model
 
 Arch = Sequence[tuple[int, int]]  # (num_residuals, num_channels) per stage
 RESNET18_ARCH: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (2, 256), (2, 512))

@@ -11,8 +11,8 @@ from typing import Sequence
 
 from torch import nn
 
-from harness.errors import UserError
-from harness.models import register_model
+from harness.core.errors import UserError
+from harness.models.registry import register_model
 
 # The book's VGG-11 (8.2, printed summary) and the 8x narrower one it trains on Fashion-MNIST.
 VGG11_ARCH = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))

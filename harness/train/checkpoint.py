@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.results import atomic_write
+from harness.core.io import atomic_write
 
 LAST = "last.pt"
 

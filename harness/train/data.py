@@ -22,8 +22,8 @@ from urllib.error import URLError
 import torch
 import torch.nn.functional as F
 
-from harness.determinism import derive_seed
-from harness.errors import UserError
+from harness.core.determinism import derive_seed
+from harness.core.errors import UserError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

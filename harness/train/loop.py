@@ -20,9 +20,9 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from harness import determinism, envinfo, telemetry
+from harness.core import determinism, envinfo, telemetry
 from harness.models import create_model
-from harness.tasks import Task
+from harness.core.kinds import Task
 from harness.train import checkpoint, plots
 from harness.train import mfu
 from harness.train.data import (eval_batches, load_fashion_mnist, memory_budget, prepare, resolve_data_dir, to_input,

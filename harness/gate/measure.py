@@ -3,17 +3,17 @@
 A `Side` is one tree's kernels measured in one process: each case (experiment x variant x size
 point) is first checked against its float64 reference (harness.kernels.bench.check_variant: a
 wrong variant is `failed`, never timed); then every `round()` times the calibration workload and
-every case once (harness.timing.time_call, the experiment's `min_run_time_s` per case and round),
+every case once (harness.core.timing.time_call, the experiment's `min_run_time_s` per case and round),
 and a closing calibration ends the last round. A machine that slows down mid-run (another job, a
 throttled clock, a VM's neighbour) slows the calibration next to the cases it slows. `baseline`
 and a baseline-mode `check` run one Side in-process (`measure_suite`); an A/B check runs two, one
-per tree, in worker processes whose rounds alternate (harness.regress_ab).
+per tree, in worker processes whose rounds alternate (harness.gate.ab).
 
 The statistic. Within a round a case's time is its best block (time_call's blocks are each the mean
 of many calls, ~1/20 of the budget long): noise on a shared machine only ever adds time, and with
 1 ms blocks some land between two time slices of a competing process, as Python's timeit advises.
 It is divided by the calibration's best block around that round (geometric mean of the one
-before and the one after). The per-round normalised values are the case's samples; harness.regress
+before and the one after). The per-round normalised values are the case's samples; harness.gate.check
 compares their medians and tests the difference. Every block of every round is kept.
 
 Why this calibration workload: a 128x128 matmul, a 16->16-channel 3x3 conv2d on 32x32 and a 2x2
@@ -34,7 +34,7 @@ variants, size configs and labels, seed, dtype, tolerance, caps, threads), made 
 suite loader: an A/B worker measuring another revision's kernels gets exactly the same cases
 without loading the suite with that revision's code.
 
-For the calibration study only (harness.regress_study): HARNESS_REGRESS_SLOWDOWN=F makes every
+For the calibration study only (harness.gate.study): HARNESS_REGRESS_SLOWDOWN=F makes every
 case's call busy-wait (F - 1) times its own duration after it runs, so each call takes F times as
 long; the calibration is left alone.
 """
@@ -43,7 +43,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import re
 import statistics
 import sys
 import time
@@ -51,62 +50,14 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.gate.machine import device_class, speed_fingerprint
 
 FORMAT, FORMAT_VERSION = "harness-kernel-baseline", 2
 ROUNDS = 10
 CALIBRATION_ID = "geomean(mm128, conv16x32x32k3, maxpool2x16x30x30)-v1"
 CALIBRATION_RUN_TIME_S = 0.02  # per round, like the cases of kernels-ci.yaml: ~20 blocks of 1 ms
 SLOWDOWN_ENV = "HARNESS_REGRESS_SLOWDOWN"
-# CPU flags that decide which kernels torch, oneDNN and the BLAS dispatch to
-SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
-
-
-def device_class(device: str) -> str:
-    """The family of devices a baseline belongs to (its file name): `cpu`, or `cuda-<GPU name,
-    lower case, runs of other characters as '-'>`, e.g. cuda-nvidia-h100-80gb-hbm3. Whether its
-    numbers apply here is decided by `speed_fingerprint`."""
-    if not device.startswith("cuda"):
-        return "cpu"
-    import torch
-
-    name = torch.cuda.get_device_name(torch.device(device))
-    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def speed_fingerprint(device: str) -> dict:
-    """What changes a kernel's speed apart from its code: stored timings are compared only where
-    every field is equal. CPU: vendor, model (name and family/model/stepping), the vector
-    extensions torch dispatches on (its CPU capability and the CPU's flags), logical CPUs, and the
-    torch version and build; CUDA adds the GPU, CUDA and cuDNN."""
-    import torch
-
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
-    fp = {"cpu_vendor": info.get("vendor_id"), "cpu_model": info.get("model name"),
-          "cpu_id": "/".join(info.get(k, "?") for k in ("cpu family", "model", "stepping")),
-          "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-          "cpu_flags": " ".join(f for f in SPEED_FLAGS if f in flags), "cpu_count": os.cpu_count(),
-          "torch": torch.__version__, "torch_build": torch.version.git_version}
-    if device.startswith("cuda"):
-        fp |= {"gpu": torch.cuda.get_device_name(torch.device(device)), "cuda": torch.version.cuda,
-               "cudnn": torch.backends.cudnn.version()}
-    return fp
-
-
-def _cpuinfo() -> dict:
-    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
 
 
 def injected_slowdown() -> float | None:
@@ -146,7 +97,7 @@ class Side:
         self.calib = {t: {name: [] for name in self.workload} for t in threads}
 
     def calibrate(self) -> None:
-        from harness import determinism
+        from harness.core import determinism
 
         determinism.configure("strict")  # the calibration always runs in the same mode
         for threads, parts in self.calib.items():
@@ -155,7 +106,7 @@ class Side:
 
     def time_case(self, key: str) -> None:
         """Time one case once (its `min_run_time_s`), keeping its best block and every sample."""
-        from harness import determinism
+        from harness.core import determinism
 
         spec, fn = self.calls[key]
         entry = self.cases[key]
@@ -199,7 +150,7 @@ class Side:
 
 def measure_suite(suite, device: str, rounds: int = ROUNDS) -> dict:
     """Check and time every kernel case of `suite` in this process; returns the baseline document
-    (see harness.regress for how it is read back and compared)."""
+    (see harness.gate.check for how it is read back and compared)."""
     slowdown = injected_slowdown()
     side = Side(plan(suite), device, slowdown)
     print(f"timing {len(side.calls)} cases in {rounds} interleaved rounds with the calibration workload"
@@ -213,7 +164,7 @@ def measure_suite(suite, device: str, rounds: int = ROUNDS) -> dict:
 def document(suite, device: str, measured: dict, env: dict | None = None) -> dict:
     """A baseline document: what was measured, where (device class, speed fingerprint,
     environment with the git commit) and how."""
-    from harness import envinfo
+    from harness.core import envinfo
 
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "suite": suite.name, "suite_file": str(suite.path),
             "device": device, "device_class": device_class(device), "machine": speed_fingerprint(device),
@@ -227,7 +178,7 @@ def document(suite, device: str, measured: dict, env: dict | None = None) -> dic
 
 
 def _time(fn, min_run_time_s: float, threads: int):
-    from harness.timing import time_call
+    from harness.core.timing import time_call
 
     return time_call(fn, min_run_time_s=min_run_time_s, threads=threads)
 
@@ -261,10 +212,10 @@ def _prepare(experiments: list[dict], dev, slowdown):
     variant or size this tree's kernels do not have is `missing` (an A/B side of another revision)."""
     import torch
 
-    from harness import determinism
+    from harness.core import determinism
     from harness.kernels import KERNELS
     from harness.kernels.bench import capped_reason, check_variant, timing_inputs
-    from harness.rundir import task_key
+    from harness.run.rundir import task_key
 
     cases, calls = {}, {}
     for exp in experiments:
@@ -347,3 +298,19 @@ def _speedups(cases: dict) -> None:
                      and e["size"] == entry["size"] and e["variant"] == entry["baseline_variant"]), None)
         ok = entry["status"] == "ok" and base is not None and base["status"] == "ok"
         entry["speedup"] = statistics.median(b / v for b, v in zip(base["best_s"], entry["best_s"])) if ok else None
+
+
+def kernel_suite(suite_path: Path):
+    from harness.suite import load_suite
+
+    suite = load_suite(suite_path)
+    others = [f"{e.id} ({e.spec.kind})" for e in suite.experiments if e.spec.kind != "kernel"]
+    if others:
+        raise UserError(f"{suite_path}: the regression gate times kernel experiments only; remove "
+                        f"{', '.join(others)} or use another suite (e.g. suites/kernels-ci.yaml)")
+    return suite
+
+
+def check_rounds(rounds: int) -> None:
+    if not 3 <= rounds <= 10_000:
+        raise UserError(f"--rounds {rounds}: at least 3 (a median and a test need several rounds), e.g. 10")

@@ -3,7 +3,7 @@
 `run` always wraps its tracker (MLflow, or none with `--no-tracking`) in a `Journal`, so every run
 directory holds a complete, timestamped record of what was (or would have been) logged: the
 parent and child runs with their names, params and tags, datasets, per-epoch metrics with their
-steps, artifacts and end statuses. `python -m harness sync RUN_DIR` (harness.sync) replays it into
+steps, artifacts and end statuses. `python -m harness sync RUN_DIR` (harness.track.sync) replays it into
 an MLflow store later, with the original timestamps: GPU nodes that cannot reach a tracking server,
 or lack mlflow, run offline and are synced from a machine that can. No mlflow import here.
 

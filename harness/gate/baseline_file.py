@@ -1,7 +1,7 @@
 """The gate's baseline file: read, validated whole before anything is timed, and written.
 
 A baseline is versioned JSON (FORMAT, FORMAT_VERSION): the suite, the device class, the speed
-fingerprint of the machine it was recorded on (`machine`: harness.regress_measure.speed_fingerprint),
+fingerprint of the machine it was recorded on (`machine`: harness.gate.measure.speed_fingerprint),
 the environment (python, torch, CPU/GPU, the git commit it was recorded at, never a dirty tree
 unless --allow-dirty), the method (rounds, calibration id), the calibration's samples, and per case
 the code hash, settings, statistics and every raw sample.
@@ -20,8 +20,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
-from harness.errors import UserError
-from harness.regress_measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION
+from harness.core.errors import UserError
+from harness.gate.measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, ROUNDS, SLOWDOWN_ENV
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
 Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{7,64}$")]
@@ -66,6 +66,39 @@ class _Baseline(_Loose):
     env: _Env
     method: _Method
     cases: Annotated[dict[str, _Case], Field(min_length=1)]
+
+
+def record_baseline(suite_path: Path, out: Path, device: str, rounds: int = ROUNDS, allow_dirty: bool = False) -> int:
+    """`harness baseline`: measure the suite and write the baseline file (not when a case failed,
+    not from a tree whose code cannot be measured again)."""
+    from harness.core import envinfo
+    from harness.core.io import atomic_write_text
+    from harness.gate.ab import harness_root
+    from harness.gate.measure import check_rounds, injected_slowdown, kernel_suite, measure_suite
+    from harness.gate.report import us
+
+    suite = kernel_suite(suite_path)
+    check_rounds(rounds)
+    if injected_slowdown():
+        raise UserError(f"{SLOWDOWN_ENV} is set: a baseline must be recorded on unchanged code; unset it")
+    git = envinfo.git_info(harness_root())
+    if not allow_dirty and (git["git_commit"] is None or git["git_dirty"] is not False):
+        what = "is not in a git checkout" if git["git_commit"] is None else "has uncommitted changes (git status)"
+        raise UserError(f"baseline: this tree {what}; a baseline records the commit it measured, so that `check` "
+                        f"can measure that commit again on a machine where the stored numbers do not apply. "
+                        f"Commit first, or pass --allow-dirty for a baseline only this machine can use")
+    doc = measure_suite(suite, device, rounds)
+    for key, case in doc["cases"].items():
+        note = case["error"] or f"{us(case['median_s'])}  normalised {case['normalised_median']:.4g}"
+        print(f"{case['status']:<8} {key:<58} {note}")
+    failed = [k for k, c in doc["cases"].items() if c["status"] == "failed"]
+    if failed:
+        print(f"{len(failed)} failed: no baseline written (a wrong or raising variant has no speed to keep)")
+        return 1
+    atomic_write_text(out, dumps(doc))
+    print(f"baseline of {len(doc['cases'])} cases ({doc['device_class']}, commit "
+          f"{doc['env'].get('git_describe')}, {doc['wall_s']:.1f} s) -> {out}")
+    return 0
 
 
 def load_baseline(path: Path, record_hint: str) -> dict:

@@ -1,13 +1,13 @@
 """How small a slowdown does `harness check` see, and how often does it cry wolf? The detection curve.
 
-    python -m harness.regress --calibrate suites/kernels-ci.yaml --mode ab                 # side by side
-    python -m harness.regress --calibrate suites/kernels-ci.yaml --mode stored --load 2    # 2 busy processes too
+    python -m harness.gate.study --calibrate suites/kernels-ci.yaml --mode ab                 # side by side
+    python -m harness.gate.study --calibrate suites/kernels-ci.yaml --mode stored --load 2    # 2 busy processes too
 
 Runs `python -m harness check` many times, each in fresh processes, and counts verdicts per case:
 
   unchanged  --unchanged runs of unchanged code (false alarms: cases judged regressed)
   slowed     --per-level runs for each of --slowdowns (2, 5, 10, 25, 50 %): every kernel call of this
-             tree made that much slower (HARNESS_REGRESS_SLOWDOWN, harness.regress_measure; in A/B
+             tree made that much slower (HARNESS_REGRESS_SLOWDOWN, harness.gate.measure; in A/B
              the other side runs through the same wrapper unslowed, so only the slowdown differs)
 
 The runs of all conditions are interleaved (the slowdowns round robin, spread evenly among the
@@ -40,9 +40,9 @@ AIM_DETECTION = 0.95
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.regress import DEFAULT_THRESHOLD
+    from harness.gate.check import DEFAULT_THRESHOLD
 
-    p = argparse.ArgumentParser(prog="python -m harness.regress", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m harness.gate.study", description=__doc__.split("\n\n")[0])
     p.add_argument("--calibrate", action="store_true", required=True, help="run the detection study")
     p.add_argument("suite", type=Path)
     p.add_argument("--mode", choices=("stored", "ab"), default="ab")
@@ -180,3 +180,7 @@ def _harness(*args: str, env: dict | None = None, check: bool = False) -> subpro
     if check and proc.returncode != 0:
         raise SystemExit(f"harness {args[0]} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
     return proc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

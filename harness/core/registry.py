@@ -10,7 +10,7 @@ import difflib
 import fnmatch
 from typing import Generic, Iterator, TypeVar
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """`python -m harness sync RUN_DIR`: log a run directory into MLflow after the fact.
 
-Replays the run's tracking journal (harness.journal, `tracking.jsonl`) through the same
+Replays the run's tracking journal (harness.run.journal, `tracking.jsonl`) through the same
 MlflowTracker that live tracking uses, with the journal's timestamps, so that a run made with
 `--no-tracking` (on a GPU node that reaches no server) looks in MLflow as if it had been tracked
 live: the same experiment, parent and child runs and names, params, tags, datasets, metrics with
@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import journal, results
-from harness.errors import UserError
+from harness.run import journal, results
+from harness.core.errors import UserError
 
 
 @dataclass
@@ -164,10 +164,25 @@ def _fill_run_ids(run_dir: Path, by_name: dict[str, str]) -> None:
     a row's task key is its child run's name."""
     if not (run_dir / "results.parquet").exists() and not (run_dir / "results.csv").exists():
         return
-    from harness.rundir import plain_row, task_key
+    from harness.run.rundir import plain_row, task_key
 
     rows = [plain_row(row) for row in results.load(run_dir).to_dict("records")]
     # only the empty ones: a live run's ids name the store it was tracked in, not this one
     ids = [r["mlflow_run_id"] or by_name.get(task_key(r["experiment"], r["variant"], r["size"])) for r in rows]
     if [r["mlflow_run_id"] for r in rows] != ids:
         results.save([r | {"mlflow_run_id": i} for r, i in zip(rows, ids)], run_dir)
+
+
+def sync_paths(paths: list[Path], tracking_uri: str | None, out: Path) -> None:
+    """`harness sync`: every run directory under `paths` (all checked before anything is logged)
+    into the store, one line each."""
+    run_dirs = find_run_dirs(paths)
+    from harness.track.tracking import MlflowTracker, default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(out)
+    for run_dir in run_dirs:
+        o = sync_run_dir(run_dir, MlflowTracker(uri, out / "mlartifacts"))
+        parts = [f"{len(v)} {k}" for k, v in (("created", o.created), ("updated", o.updated),
+                                                ("unchanged", o.unchanged)) if v]
+        print(f"synced {run_dir}: {', '.join(parts)} (experiment {o.suite!r}, parent run {o.parent_run_id})")
+    print(f"MLflow: {uri}")

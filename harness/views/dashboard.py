@@ -9,7 +9,7 @@ offline, and can be mailed or attached to CI as one file. Charts (dashboards/REA
 - training curves per model: mean over seeds and runs with a ±1 std band;
 - training throughput and peak memory per model and device (mean ± std);
 - time to accuracy: validation accuracy against cumulative training time;
-- the history of kernel timings across runs, with regressions (harness.compare's "worse") marked.
+- the history of kernel timings across runs, with regressions (harness.views.compare's "worse") marked.
 
 Each chart's caption names the runs, commits and devices it was drawn from.
 """
@@ -20,7 +20,8 @@ import json
 from html import escape
 from pathlib import Path
 
-from harness import compare, results
+from harness.views import compare
+from harness.run import results
 
 PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
            "#FECB52"]
@@ -231,7 +232,7 @@ def _kernel_history(df):
 
 
 def _regressions(k, order, per_run):
-    """Cases whose time got worse from one run to the next, by harness.compare's rule."""
+    """Cases whose time got worse from one run to the next, by harness.views.compare's rule."""
     import pandas as pd
 
     found = []

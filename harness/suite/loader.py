@@ -17,11 +17,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.errors import UserError
-from harness.registry import unknown_name_message
-# the kinds are re-exported: `from harness.suite import KernelSpec` is the documented way in
-from harness.specs import (KINDS, NAME_PATTERN, KernelSpec, LearnKernelSpec, Spec, TrainSpec,  # noqa: F401
-                           _Spec, check_kernel, check_train, pydantic_problems)
+from harness.core.errors import UserError
+from harness.core.kinds import KINDS, NAME_PATTERN, SpecBase, pydantic_problems
+from harness.core.registry import unknown_name_message
 
 MAX_ERRORS_SHOWN = 8
 
@@ -52,7 +50,7 @@ class Experiment:
     """One expanded experiment: a spec at one matrix point."""
 
     id: str  # "corr2d", or "corr2d[seed=1]" under a matrix
-    spec: Spec
+    spec: SpecBase  # the kind's spec model
     point: dict[str, Any]
 
     @property
@@ -76,6 +74,7 @@ class Suite:
 def load_suite(path: str | Path, *, seed: int | None = None, select: str | None = None) -> Suite:
     """Read, validate and expand a suite. `seed` overrides every experiment's seed (and replaces
     a `seed` axis of the matrix); `select` keeps experiments whose name contains it."""
+    load_kinds()
     path = Path(path)
     raw = _read_yaml(path)
     try:
@@ -96,7 +95,7 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
         if kind not in KINDS:
             problems.append((f"{where}.kind", "missing" if kind is None else unknown_name_message("kind", kind, list(KINDS))))
             continue
-        model = KINDS[kind]
+        model = KINDS.get(kind).spec
         base = {k: v for k, v in top.defaults.items() if k in model.model_fields} | exp
         axes = {k: v for k, v in matrix.items() if k in model.model_fields}
         for values in itertools.product(*axes.values()):
@@ -158,7 +157,7 @@ def _check_names(top: _SuiteFile) -> list[tuple[str, str]]:
 def _check_keys(top: _SuiteFile) -> list[tuple[str, str]]:
     """`defaults` and `matrix` keys must be fields of some experiment kind used in the suite."""
     kinds = {e.get("kind") for e in top.experiments} & set(KINDS)
-    fields = sorted({f for k in kinds for f in KINDS[k].model_fields} - {"kind", "name"})
+    fields = sorted({f for k in kinds for f in KINDS.get(k).spec.model_fields} - {"kind", "name"})
     problems = []
     for section in ("defaults", "matrix"):
         for key in getattr(top, section):
@@ -171,15 +170,27 @@ def _check_keys(top: _SuiteFile) -> list[tuple[str, str]]:
     return problems
 
 
-def _validate_one(model: type[_Spec], fields: dict, where: str, point: dict):
+def _validate_one(model: type[SpecBase], fields: dict, where: str, point: dict):
     suffix = f" (matrix point {point})" if point else ""
     try:
         spec = model.model_validate(fields)
     except ValidationError as e:
         return None, [(loc, msg + suffix) for loc, msg in pydantic_problems(e, prefix=where, model=model)]
-    check = {KernelSpec: check_kernel, TrainSpec: check_train}.get(type(spec))
-    errs = check(spec, where) if check else []
+    errs = KINDS.get(spec.kind).check(spec, where)
     return (None if errs else spec), errs
+
+
+def load_kinds() -> None:
+    """Import every `harness.<package>.kind` module: each registers its experiment kinds
+    (harness.core.kinds). A package that adds a kind is found without a change here."""
+    import importlib
+    import pkgutil
+
+    import harness
+
+    for info in pkgutil.iter_modules(harness.__path__, "harness."):
+        if info.ispkg and (Path(info.module_finder.path) / info.name.split(".")[1] / "kind.py").is_file():
+            importlib.import_module(f"{info.name}.kind")
 
 
 def _dedupe(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -1,9 +1,9 @@
 """Runs a validated suite: device, determinism, one task at a time with failures isolated,
-progress, MLflow logging, and the run directory (see harness.rundir).
+progress, MLflow logging, and the run directory (see harness.run.rundir).
 
 Each invocation writes `<out>/<suite>/<UTC time>-<short id>/` with results.csv/.parquet,
 steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/,
-checkpoints/, errors.log and tracking.jsonl (harness.journal: what `harness sync` replays).
+checkpoints/, errors.log and tracking.jsonl (harness.run.journal: what `harness sync` replays).
 A task that raises becomes a failed row; the others still run.
 Exit code: 0 all ok, 1 a row failed or diverged.
 """
@@ -17,9 +17,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import determinism, envinfo, journal, report, results, rundir
-from harness.errors import UserError
-from harness.tasks import finalize, tasks_for
+from harness.core import determinism, envinfo
+from harness.core.errors import UserError
+from harness.core.kinds import KINDS
+from harness.run import journal, report, results, rundir
 
 DEVICES = ("auto", "cpu", "cuda")
 BAD = ("failed", "diverged")
@@ -46,19 +47,9 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def make_tracker(tracking: bool, tracking_uri: str | None, out_root: Path):
-    if not tracking:
-        from harness.tracking_null import NullTracker
-
-        return NullTracker()
-    from harness.tracking import MlflowTracker, default_tracking_uri
-
-    return MlflowTracker(tracking_uri or default_tracking_uri(out_root), out_root / "mlartifacts")
-
-
 @dataclass
 class _Context:
-    """The TaskContext (harness.tasks) of one task."""
+    """The TaskContext (harness.core.kinds) of one task."""
 
     tracker: object
     run_id: str
@@ -138,7 +129,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) ->
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    plans = [(exp, tasks_for(exp, device)) for exp in suite.experiments]
+    plans = [(exp, KINDS.get(exp.spec.kind).tasks(exp, device)) for exp in suite.experiments]
     console = Console(stderr=True, soft_wrap=True)  # one line per row, also in CI logs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -174,7 +165,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) ->
                 console.print(_line(row), highlight=False)
                 if fail_fast and row["status"] in BAD:
                     break
-            finalize(exp, exp_rows)  # speedups need the baseline row, even one kept from before
+            KINDS.get(exp.spec.kind).finalize(exp, exp_rows)  # speedups need the baseline row, even one kept from before
             for row, child in zip(new_rows, children):
                 tracker.log_metrics(child, results.run_metrics(row))
                 tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")

@@ -4,7 +4,7 @@ in one DataFrame, aggregated over seeds and runs, and two runs (or commits, or d
     python -m harness report [RUN_DIR ...] [--suite S] [--since DATE] [--by run|commit|device]
                              [--format md|csv|html] [--out FILE] [--from-mlflow [--tracking-uri URI]]
 
-The numbers (harness.report.runs_report formats them):
+The numbers (harness.views.report.runs_report formats them):
 
 - kernels, per suite x family x baseline x dtype x device x size x variant: mean and std (n-1) over
   the `ok` rows of every selected run and seed, of `speedup` and of `time_median_s`;
@@ -24,9 +24,9 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from harness import results
-from harness.errors import UserError
-from harness.report import TRAIN_KEYS
+from harness.run import results
+from harness.core.errors import UserError
+from harness.run.report import TRAIN_KEYS
 
 RESULTS_FILES = ("results.parquet", "results.csv")
 KERNEL_KEYS = ["suite", "family", "baseline", "dtype", "device_name", "size", "variant"]
@@ -94,7 +94,7 @@ def load_runs(paths: list[Path], suite: str | None = None, since: str | None = N
 
 def load_mlflow(tracking_uri: str, suite: str | None = None, since: str | None = None):
     """The same frame rebuilt from the runs `run` logged to an MLflow store or server."""
-    from harness.tracking import search_results
+    from harness.track.tracking import search_results
 
     when = parse_since(since)
     return select(search_results(tracking_uri, suite), suite, when, where=tracking_uri)

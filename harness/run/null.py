@@ -1,6 +1,6 @@
 """The tracker interface, and the tracker that records nothing (`--no-tracking`).
 
-Kept apart from `harness.tracking` so that choosing no tracking never imports mlflow (which
+Kept apart from `harness.track.tracking` so that choosing no tracking never imports mlflow (which
 takes seconds to import and may not be wanted at all).
 """
 

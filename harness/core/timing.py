@@ -5,12 +5,11 @@ synchronises the device before and after each block, so queued kernels are count
 building inputs, the correctness check, and the warm-up / block-size calibration calls. Every
 block's per-call time is kept as a sample.
 
-Compare with a direct Timer on the same calls:  python -m harness.timing
+Compare with a direct Timer on the same calls:  python -m harness.core.timing
 """
 from __future__ import annotations
 
 import logging
-import statistics
 from dataclasses import dataclass
 from typing import Callable
 
@@ -63,41 +62,3 @@ def time_call(fn: Callable[[], object], *, min_run_time_s: float = 0.2, threads:
     q = torch.tensor(samples, dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
     return Timing(median_s=q[1].item(), iqr_s=(q[2] - q[0]).item(), mean_s=sum(samples) / len(samples),
                   n=len(samples), number_per_run=number, threads=threads, samples_s=tuple(samples))
-
-
-def _compare_with_direct_timer(repeats: int = 5) -> list[dict]:
-    """Median of this layer vs a direct Timer on identical calls, interleaved `repeats` times."""
-    import torch
-    from torch.utils import benchmark
-
-    from harness.kernels import KERNELS
-
-    gen = torch.Generator().manual_seed(0)
-    cases = [("corr2d", "native", dict(input=(128, 128), kernel=(5, 5))),
-             ("corr2d", "vectorized", dict(input=(128, 128), kernel=(5, 5))),
-             ("corr2d_multi_in_out", "native", dict(channels_in=16, channels_out=16, input=(64, 64), kernel=(3, 3))),
-             ("conv1x1", "matmul", dict(channels_in=64, channels_out=64, input=(32, 32))),
-             ("pool2d", "vectorized", dict(input=(128, 128), pool=(3, 3)))]
-    rows = []
-    for family_name, variant, sizes in cases:
-        family = KERNELS.get(family_name)
-        case = family.case(**sizes)
-        inputs = family.make_inputs(case, gen, torch.float32, torch.device("cpu"))
-        fn = family.variants[variant].fn
-        ours, direct = [], []
-        for _ in range(repeats):
-            ours.append(time_call(lambda: fn(case, *inputs)).median_s)
-            t = benchmark.Timer(stmt="fn(case, *inputs)", globals={"fn": fn, "case": case, "inputs": inputs},
-                                num_threads=torch.get_num_threads())
-            direct.append(t.blocked_autorange(min_run_time=0.2).median)
-        rows.append({"case": f"{family_name}/{variant} {case.label()}",
-                     "harness_median_us": statistics.median(ours) * 1e6,
-                     "direct_median_us": statistics.median(direct) * 1e6,
-                     "ratio": statistics.median(ours) / statistics.median(direct)})
-    return rows
-
-
-if __name__ == "__main__":
-    for row in _compare_with_direct_timer():
-        print(f"{row['case']:<60} harness {row['harness_median_us']:10.2f} us   "
-              f"direct Timer {row['direct_median_us']:10.2f} us   ratio {row['ratio']:.3f}")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 HOST = "127.0.0.1"  # never 0.0.0.0: the UI has no authentication
 

@@ -3,17 +3,17 @@
     python -m harness baseline suites/kernels-ci.yaml --out results/baselines/kernels-cpu.json
     python -m harness check suites/kernels-ci.yaml --baseline results/baselines/kernels-cpu.json
     python -m harness check suites/kernels-ci.yaml --against main          # A/B: main's kernels vs this tree's
-    python -m harness.regress --calibrate suites/kernels-ci.yaml          # detection curve, false alarms
+    python -m harness.gate.study --calibrate suites/kernels-ci.yaml          # detection curve, false alarms
 
 Two ways to get the other side of the comparison:
 
-  stored   the baseline file's numbers (harness.regress_file), used only where they can judge
+  stored   the baseline file's numbers (harness.gate.baseline_file), used only where they can judge
            every case: the same machine (speed fingerprint: CPU vendor/model/flags, torch build,
-           CPU count; harness.regress_measure.speed_fingerprint), the same kernel code (code hash),
-           settings and cases. Measured: this tree, in-process (harness.regress_measure).
+           CPU count; harness.gate.measure.speed_fingerprint), the same kernel code (code hash),
+           settings and cases. Measured: this tree, in-process (harness.gate.measure).
   A/B      `--against REV`, or a baseline that cannot judge every case here (its commit is then the
            REV, and the console says which fields differ): REV's kernels and this tree's measured
-           side by side on this machine in alternating rounds (harness.regress_ab).
+           side by side on this machine in alternating rounds (harness.gate.ab).
 
 How a case is judged (the same in both modes), from its per-round normalised samples:
 
@@ -48,13 +48,13 @@ baseline file, another device class, a REV that is not a commit), before anythin
 from __future__ import annotations
 
 import statistics
-import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from harness.errors import UserError
-from harness.regress_measure import ROUNDS, SLOWDOWN_ENV
+from harness.core.errors import UserError
+from harness.gate.ab import measure_revision
+from harness.gate.measure import ROUNDS, SLOWDOWN_ENV, check_rounds, kernel_suite
+from harness.gate.report import us
 
 ROUNDS_AB = 20  # side by side each round is ~2x as long; 20 paired rounds give p down to 1e-6
 
@@ -65,66 +65,32 @@ VERDICTS = ("ok", "faster", "ambiguous", "regressed", "failed", "not comparable"
 COMPARED = ("ok", "faster", "ambiguous", "regressed")
 
 
-def record_baseline(suite_path: Path, out: Path, device: str, rounds: int = ROUNDS, allow_dirty: bool = False) -> int:
-    """`harness baseline`: measure the suite and write the baseline file (not when a case failed,
-    not from a tree whose code cannot be measured again)."""
-    from harness import envinfo
-    from harness.regress_ab import harness_root
-    from harness.regress_file import dumps
-    from harness.regress_measure import injected_slowdown, measure_suite
-
-    suite = _kernel_suite(suite_path)
-    _check_rounds(rounds)
-    if injected_slowdown():
-        raise UserError(f"{SLOWDOWN_ENV} is set: a baseline must be recorded on unchanged code; unset it")
-    git = envinfo.git_info(harness_root())
-    if not allow_dirty and (git["git_commit"] is None or git["git_dirty"] is not False):
-        what = "is not in a git checkout" if git["git_commit"] is None else "has uncommitted changes (git status)"
-        raise UserError(f"baseline: this tree {what}; a baseline records the commit it measured, so that `check` "
-                        f"can measure that commit again on a machine where the stored numbers do not apply. "
-                        f"Commit first, or pass --allow-dirty for a baseline only this machine can use")
-    doc = measure_suite(suite, device, rounds)
-    for key, case in doc["cases"].items():
-        note = case["error"] or f"{_us(case['median_s'])}  normalised {case['normalised_median']:.4g}"
-        print(f"{case['status']:<8} {key:<58} {note}")
-    failed = [k for k, c in doc["cases"].items() if c["status"] == "failed"]
-    if failed:
-        print(f"{len(failed)} failed: no baseline written (a wrong or raising variant has no speed to keep)")
-        return EXIT_REGRESSED
-    from harness.results import atomic_write_text
-
-    atomic_write_text(out, dumps(doc))
-    print(f"baseline of {len(doc['cases'])} cases ({doc['device_class']}, commit "
-          f"{doc['env'].get('git_describe')}, {doc['wall_s']:.1f} s) -> {out}")
-    return 0
-
-
 def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: Path | None = None,
               against: str | None = None, threshold: float | None = None, rounds: int | None = None) -> int:
     """`harness check`: every input is checked first (exit 2), then the suite is measured (stored
     or A/B mode), compared, printed and written; exit 1 if a case regressed or failed, or none
     was compared."""
-    from harness import rundir
-    from harness.regress_measure import injected_slowdown
-    from harness.results import atomic_write_json, atomic_write_text
+    from harness.run import rundir
+    from harness.gate.measure import injected_slowdown
+    from harness.core.io import atomic_write_json, atomic_write_text
 
     if threshold is not None and not 0 < threshold < 10:
         raise UserError(f"--threshold {threshold}: a fraction > 0, e.g. 0.25 for 25% slower")
     if rounds is not None:
-        _check_rounds(rounds)
+        check_rounds(rounds)
     if (baseline_path is None) == (against is None):
         raise UserError("check: give --baseline FILE (stored numbers; where they do not apply here, their commit "
                         "measured side by side) or --against REV (side by side), one of the two")
-    suite = _kernel_suite(suite_path)
+    suite = kernel_suite(suite_path)
     slowdown = injected_slowdown()
     base, flag = None, "--against"
     if baseline_path is not None:
         base, against = _stored_or_commit(suite, suite_path, baseline_path, device)
         flag = f"{baseline_path}: its commit"
     if against is not None:
-        base, current = _measure_ab(suite, device, against, flag, rounds or ROUNDS_AB, slowdown)
+        base, current = measure_revision(suite, device, against, flag, rounds or ROUNDS_AB, slowdown)
     else:
-        from harness.regress_measure import measure_suite
+        from harness.gate.measure import measure_suite
 
         current = measure_suite(suite, device, rounds or ROUNDS)
     mode = "stored" if against is None else "ab"
@@ -132,9 +98,10 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
     rows, gone = compare(base, current, threshold, mode)
     counts = _counts(rows)
     run = rundir.new(out_root, f"{suite.name}-check")
-    from harness.regress_report import markdown
+    from harness.gate.report import markdown
 
-    atomic_write_text(run.path / "check.md", markdown(rows, gone, base, current, baseline_path, threshold, mode))
+    atomic_write_text(run.path / "check.md", markdown(rows, gone, base, current, baseline_path, threshold, mode,
+                                                      counts, ALPHA))
     atomic_write_json(run.path / "check.json", {
         "mode": mode, "threshold": threshold, "alpha": ALPHA, "baseline": baseline_path and str(baseline_path),
         "against": base["env"].get("git_commit") if mode == "ab" else None, "summary": counts,
@@ -161,8 +128,8 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
 def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str) -> tuple[dict, str | None]:
     """The baseline document, and None when its numbers can judge every case here; else the
     commit to measure side by side (with the reasons printed)."""
-    from harness.regress_file import differences, load_baseline
-    from harness.regress_measure import device_class, speed_fingerprint
+    from harness.gate.baseline_file import differences, load_baseline
+    from harness.gate.measure import device_class, speed_fingerprint
 
     hint = f"python -m harness baseline {suite_path} --out {baseline_path}"
     base = load_baseline(baseline_path, hint)
@@ -199,27 +166,13 @@ def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str)
     return base, commit
 
 
-def _measure_ab(suite, device: str, rev: str, flag: str, rounds: int, slowdown) -> tuple[dict, dict]:
-    from harness import envinfo
-    from harness.regress_ab import extract, measure_ab, resolve
-    from harness.regress_measure import document
-
-    commit, top = resolve(rev, flag)
-    with tempfile.TemporaryDirectory(prefix="harness-ab-") as tmp:
-        root = extract(commit, top, Path(tmp), flag)
-        ref, cur = measure_ab(suite, device, root, rounds, slowdown)
-    env = envinfo.collect()
-    return (document(suite, device, ref, env | {"git_commit": commit, "git_dirty": False, "git_describe": commit[:12]}),
-            document(suite, device, cur, env))
-
-
 def _current_cases(suite) -> dict:
     """This tree's code hash, dtype and threads of every case of the suite, without timing."""
     import torch
 
     from harness.kernels import KERNELS
-    from harness.regress_measure import plan
-    from harness.rundir import task_key
+    from harness.gate.measure import plan
+    from harness.run.rundir import task_key
 
     return {task_key(e["id"], name, point["label"]): {
         "code_hash": KERNELS.get(e["kernel"]).variants[name].code_hash, "dtype": e["dtype"],
@@ -312,24 +265,8 @@ def line(row: dict) -> str:
     if row["ratio"] is None:
         return f"{head} {row['reason']}"
     note = f"  {row['reason']}" if row["reason"] else ""
-    return (f"{head} {_us(row['baseline_s']):>10} -> {_us(row['current_s']):>10}  ratio {row['ratio']:5.2f}  "
+    return (f"{head} {us(row['baseline_s']):>10} -> {us(row['current_s']):>10}  ratio {row['ratio']:5.2f}  "
             f"p {row['p_value']:.2g}{note}")
-
-
-def _kernel_suite(suite_path: Path):
-    from harness.suite import load_suite
-
-    suite = load_suite(suite_path)
-    others = [f"{e.id} ({e.spec.kind})" for e in suite.experiments if e.spec.kind != "kernel"]
-    if others:
-        raise UserError(f"{suite_path}: the regression gate times kernel experiments only; remove "
-                        f"{', '.join(others)} or use another suite (e.g. suites/kernels-ci.yaml)")
-    return suite
-
-
-def _check_rounds(rounds: int) -> None:
-    if not 3 <= rounds <= 10_000:
-        raise UserError(f"--rounds {rounds}: at least 3 (a median and a test need several rounds), e.g. 10")
 
 
 def _counts(rows: list[dict]) -> dict:
@@ -337,13 +274,3 @@ def _counts(rows: list[dict]) -> dict:
     for r in rows:
         counts[r["verdict"]] += 1
     return counts
-
-
-def _us(seconds) -> str:
-    return "" if seconds is None else f"{seconds * 1e6:.1f} us"
-
-
-if __name__ == "__main__":
-    from harness.regress_study import main
-
-    sys.exit(main())

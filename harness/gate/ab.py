@@ -7,7 +7,7 @@ Stored timings mean nothing on another CPU type or torch build, and drift with l
 even on the same one. A/B measures both sides now, here: REV's tracked `harness/` is extracted
 from git into a temporary directory (`git archive`: the user's tree, index and worktrees are never
 touched), and two worker processes are started, one per side. Each runs this tree's measurement
-code (harness.regress_measure.Side: the reference check, the calibration, the timing) on its side's
+code (harness.gate.measure.Side: the reference check, the calibration, the timing) on its side's
 `harness/kernels/` package: the worker of REV imports REV's kernels in place of this tree's
 (`KernelsFrom`), so a REV older than this module, or than any helper it uses, is measured with its
 kernel code as it was. Only this tree loads the suite; both workers get the same plain plan.
@@ -15,7 +15,7 @@ kernel code as it was. Only this tree loads the suite; both workers get the same
 The rounds alternate: REV then this tree in even rounds, this tree then REV in odd ones (ABBA), one
 worker at a time while the other waits, so load and clock drift hit both sides alike and the two
 never compete for a core. Each side's samples are normalised by its own calibration as in baseline
-mode, and harness.regress judges them with the same rules. HARNESS_REGRESS_SLOWDOWN (the detection
+mode, and harness.gate.check judges them with the same rules. HARNESS_REGRESS_SLOWDOWN (the detection
 study) slows this tree's side only.
 
 Protocol: one JSON object per line on the worker's stdin, one reply per line on its stdout (the
@@ -36,12 +36,15 @@ import traceback
 from pathlib import Path
 
 import harness
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 # this tree's measurement helpers, kept when a worker imports another revision's kernels
 OWN_MODULES = ("harness.kernels.bench",)
+# where the modules that kernels import from outside their package live now (a revision from
+# before the layout of harness/ into subpackages imports them by their old names)
+MOVED = {"harness.errors": "harness.core.errors", "harness.registry": "harness.core.registry"}
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-        "from harness.regress_ab import worker; worker(sys.argv[2] or None, sys.argv[3])")
+        "from harness.gate.ab import worker; worker(sys.argv[2] or None, sys.argv[3])")
 
 
 def harness_root() -> Path:
@@ -84,8 +87,8 @@ def extract(commit: str, top: Path, dest: Path, flag: str = "--against") -> Path
 
 
 def measure_ab(suite, device: str, ref_root: Path, rounds: int, slowdown: float | None) -> tuple[dict, dict]:
-    """(REV's measurement, this tree's), each as harness.regress_measure.Side.result() gives it."""
-    from harness.regress_measure import plan
+    """(REV's measurement, this tree's), each as harness.gate.measure.Side.result() gives it."""
+    from harness.gate.measure import plan
 
     experiments = plan(suite)
     t0 = time.perf_counter()
@@ -113,6 +116,23 @@ def measure_ab(suite, device: str, ref_root: Path, rounds: int, slowdown: float 
     finally:
         ref.close()
         cur.close()
+
+
+def measure_revision(suite, device: str, rev: str, flag: str, rounds: int, slowdown) -> tuple[dict, dict]:
+    """REV resolved, extracted and measured side by side with this tree: (REV's document, this
+    tree's), as harness.gate.measure.document writes them."""
+    import tempfile
+
+    from harness.core import envinfo
+    from harness.gate.measure import document
+
+    commit, top = resolve(rev, flag)
+    with tempfile.TemporaryDirectory(prefix="harness-ab-") as tmp:
+        root = extract(commit, top, Path(tmp), flag)
+        ref, cur = measure_ab(suite, device, root, rounds, slowdown)
+    env = envinfo.collect()
+    return (document(suite, device, ref, env | {"git_commit": commit, "git_dirty": False, "git_describe": commit[:12]}),
+            document(suite, device, cur, env))
 
 
 class _Worker:
@@ -169,7 +189,7 @@ class KernelsFrom(importlib.abc.MetaPathFinder):
 
     def __init__(self, root: Path):
         self.dir = Path(root) / "harness" / "kernels"
-        self.own = Path(__file__).resolve().parent / "kernels"
+        self.own = Path(__file__).resolve().parents[1] / "kernels"
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "harness.kernels" and not fullname.startswith("harness.kernels."):
@@ -189,10 +209,14 @@ def worker(kernels_from: str | None, cpu: str = "-1") -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # prints of the measured code go to stderr, never into the protocol
     if kernels_from:
+        import importlib
+
+        for old, new in MOVED.items():
+            sys.modules[old] = importlib.import_module(new)
         sys.meta_path.insert(0, KernelsFrom(Path(kernels_from)))
     import torch  # noqa: F401  (both workers import it at once, before the driver's first message)
 
-    from harness.regress_measure import Side
+    from harness.gate.measure import Side
 
     side = None
     for line in sys.stdin:

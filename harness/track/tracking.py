@@ -1,7 +1,7 @@
 """MLflow tracking: an experiment per suite, a parent run per invocation, a child per experiment.
 
 The only module in the project that imports mlflow; the runner imports it lazily, and
-`--no-tracking` uses `harness.tracking_null.NullTracker` instead, so mlflow is never imported then.
+`--no-tracking` uses `harness.run.null.NullTracker` instead, so mlflow is never imported then.
 Built on `MlflowClient` alone (no fluent `mlflow.start_run`), so no global active-run state leaks
 between runs or tests. Everything is logged with `log_batch`: one `log_metric` call is a separate
 SQLite transaction and costs milliseconds.
@@ -19,8 +19,8 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness import results
-from harness.errors import UserError
+from harness.run import results
+from harness.core.errors import UserError
 
 __all__ = ["MlflowTracker", "default_tracking_uri", "flatten"]
 
@@ -243,7 +243,7 @@ class MlflowTracker:
 
 
 def search_results(tracking_uri: str, suite: str | None = None):
-    """The results table (harness.results columns) rebuilt from the child runs `run` logged, so that
+    """The results table (harness.run.results columns) rebuilt from the child runs `run` logged, so that
     `report --from-mlflow` compares runs recorded on other machines into a shared server.
 
     Provenance (run id = the parent's run name, commit, device) comes from the parent run's tags.

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from harness import results
-from harness.errors import UserError
+from harness.run import results
+from harness.core.errors import UserError
 
 FINISHED = ("ok", "failed", "capped", "diverged")
 

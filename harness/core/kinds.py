@@ -1,0 +1,108 @@
+"""What an experiment kind is, in one place: the registry every kind registers into.
+
+A kind (kernel, learn_kernel, train) is registered by its own package, in that package's
+`kind.py` (harness/kernels/kind.py, harness/train/kind.py), as a `Kind`:
+
+    spec      its frozen pydantic model (a SpecBase: name, seed, determinism, and its own fields)
+    check     load-time checks that need registries (names, variants, sizes): (location, message)s
+    tasks     how an experiment becomes Tasks (each one results row and one MLflow child run)
+    finalize  cross-row columns once every task of an experiment has run (speedups)
+    describe  for `harness list`: (results rows it will make, one line saying what it does)
+
+Suite loading (harness.suite) imports every `harness.<package>.kind` module it finds and looks a
+kind up by name; the runner (harness.run) asks the kind for its tasks and finaliser. Adding a
+kind is adding a package (or a kind.py) that registers one; nothing else changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.core.registry import Registry, unknown_name_message
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Problems = list[tuple[str, str]]
+
+
+class SpecBase(BaseModel):
+    """The fields every experiment has; a kind's spec model adds its own and `kind: Literal[...]`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=80)
+    seed: int = Field(0, ge=0)
+    determinism: Literal["strict", "fast"] = "strict"
+
+
+class TaskContext(Protocol):
+    """Given to `Task.run`: per-step metrics to MLflow and steps.csv, progress, the checkpoint
+    directory of this task, and a checkpoint to resume from (None for a fresh start)."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+    def progress(self, description: str, completed: float, total: float) -> None: ...
+    def artifact(self, path) -> None: ...
+    def dataset(self, name: str, digest: str, source: str, context: str) -> None: ...
+
+    checkpoint_dir: Any
+    resume: Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: its row fields known in advance, MLflow params, and `run(ctx)` which
+    returns the measured row fields (status, times, ...)."""
+
+    fields: dict
+    params: dict
+    run: Callable[[TaskContext], dict]
+
+
+def _no_problems(spec, where: str) -> Problems:
+    return []
+
+
+def _nothing_to_finalize(exp, rows: list[dict]) -> None:
+    return None
+
+
+def _one_row(spec) -> tuple[int, str]:
+    return 1, ""
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    spec: type[SpecBase]
+    tasks: Callable[[Any, Any], list[Task]]  # (experiment, torch.device) -> tasks
+    check: Callable[[SpecBase, str], Problems] = _no_problems
+    finalize: Callable[[Any, list[dict]], None] = _nothing_to_finalize
+    describe: Callable[[SpecBase], tuple[int, str]] = _one_row
+
+
+KINDS: Registry[Kind] = Registry("experiment kind")
+
+
+def register_kind(kind: Kind) -> Kind:
+    return KINDS.register(kind.name, kind)
+
+
+def pydantic_problems(err: ValidationError, prefix: str, model: type[BaseModel]) -> Problems:
+    """pydantic's errors as (location, message), location like `experiments[0].variants[1]`."""
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
+        loc = loc.lstrip(".")
+        if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+            msg = unknown_name_message("field", e["loc"][0], list(model.model_fields))
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] not in ("value_error", "assertion_error") and not isinstance(e.get("input"), (dict, list)):
+                msg += f" (got {e.get('input')!r})"
+        problems.append((loc, msg))
+    return problems
