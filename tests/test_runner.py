@@ -83,6 +83,7 @@ def test_kernel_rows_are_checked_timed_and_compared(e2e):
     assert (ok.max_abs_err <= ok.tolerance).all()
     assert (ok.time_median_s > 0).all() and (ok.n_measurements >= 3).all() and (ok.time_iqr_s >= 0).all()
     assert (ok.gflops - ok.flops / ok.time_median_s / 1e9).abs().max() < 1e-9
+    assert (ok.noisy == (ok.time_iqr_s > 0.1 * ok.time_median_s)).all()  # the flag is the rule, row by row
     loops = ok[ok.variant == "loop"].set_index("size")
     assert sorted(loops.index) == ["in=6x8 k=1x2", "in=6x8 k=3x3"]  # 16x16 has 240 and 196 iterations
     for r in ok[ok["size"].isin(loops.index)].itertuples():
@@ -275,3 +276,46 @@ def test_resume_with_a_changed_suite_is_refused(tmp_path):
     proc = run_cli("run", "s.yaml", "--no-tracking", "--out", tmp_path / "r", "--resume", run_dir, cwd=tmp_path)
     assert proc.returncode == 2
     assert f"error: --resume {run_dir}: the suite changed since that run" in proc.stderr
+
+
+JITTER_PLUGIN = '''
+"""Test-only: corr2d's native variant, with a seeded random 0 or 2 ms sleep in every call."""
+import random
+import time
+
+from harness.kernels import KERNELS
+from harness.kernels.corr2d import native
+
+_rng = random.Random(0)
+
+
+@KERNELS.get("corr2d").variant("jittery")
+def jittery(case, X, K):
+    time.sleep(_rng.choice((0.0, 0.002)))
+    return native(case, X, K)
+'''
+
+
+def test_a_kernel_whose_time_swings_is_flagged_noisy_in_results_report_and_console(tmp_path):
+    (tmp_path / "jitter_plugin.py").write_text(JITTER_PLUGIN)
+    write_suite(tmp_path / "s.yaml", """
+        suite: noise
+        defaults: {min_run_time_s: 0.06}
+        experiments:
+          - {name: a, kind: kernel, kernel: corr2d, variants: [jittery], sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
+    """)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "s.yaml", "--no-tracking", "--out", "results"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=env | {"PYTHONPATH": str(tmp_path), "HARNESS_PLUGINS": "jitter_plugin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "1 rows, 0 failed or diverged, 1 noisy (IQR > 10% of the median" in proc.stdout
+    assert "noisy (IQR" in proc.stderr  # the row's own console line
+    (run_dir,) = (tmp_path / "results" / "noise").iterdir()
+    (row,) = results.load(run_dir).itertuples()
+    assert row.noisy and row.time_iqr_s > 0.1 * row.time_median_s and row.threads == 1  # one thread by default
+    report = (run_dir / "report.md").read_text()
+    assert "**1 noisy** (IQR over 10% of the median)" in report and " **noisy** |" in report
+    env_json = json.loads((run_dir / "env.json").read_text())
+    assert len(env_json["load_avg_start"]) == len(env_json["load_avg_end"]) == 3
+    assert "- load average (1, 5, 15 min): " in report
