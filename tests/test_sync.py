@@ -253,4 +253,4 @@ def test_journal_records_are_json_lines_and_a_cut_last_line_is_dropped(tmp_path)
     assert [r["op"] for r in records] == ["start", "metrics"]
     assert records[1]["step"] == 3 and list(records[1]["metrics"]) == ["x"]
     assert json.loads((tmp_path / journal.FILE).read_text().splitlines()[0])["params"] == {"p": [1, 2]}
-    assert (REPO / "harness" / "journal.py").read_text().count("import mlflow") == 0
+    assert (REPO / "harness" / "run" / "journal.py").read_text().count("import mlflow") == 0

@@ -34,7 +34,7 @@ BLOCKS_TARGET = 20  # aim for about this many blocks in min_run_time_s: a real I
 
 
 def time_call(fn: Callable[[], object], *, min_run_time_s: float = 0.2, threads: int | None = None,
-              label: str = "") -> Timing:
+              label: str = "", number: int | None = None) -> Timing:
     """Time `fn()` in blocks of `number` calls, each block one torch.utils.benchmark.Timer.timeit
     (which synchronises CUDA around it and runs on `threads` CPU threads; default: torch's current
     setting, which is recorded).
@@ -43,6 +43,9 @@ def time_call(fn: Callable[[], object], *, min_run_time_s: float = 0.2, threads:
     far below 0.1%), and blocks run until min_run_time_s is spent and at least 3 were taken.
     blocked_autorange grows blocks by 10x until overhead is under 0.01%, which for a 10 us call
     leaves 2 blocks of 0.1 s in a 0.2 s budget: no spread can be measured from that.
+
+    `number` fixes the block size instead (one warm-up call, no calibration): what a caller that
+    times the same call again and again (the gate's rounds) learnt from the first time.
     """
     import torch
     from torch.utils import benchmark
@@ -50,7 +53,9 @@ def time_call(fn: Callable[[], object], *, min_run_time_s: float = 0.2, threads:
     threads = threads or torch.get_num_threads()
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label)
     target = min_run_time_s / BLOCKS_TARGET
-    number, elapsed = 1, timer.timeit(1).raw_times[0]  # the first call doubles as warm-up
+    given, number, elapsed = number, 1, timer.timeit(1).raw_times[0]  # the first call doubles as warm-up
+    if given:
+        number, elapsed = given, target
     while elapsed < target:  # calibrate (and warm up) the block size
         number = max(number * 2, min(number * 100, int(number * target / max(elapsed, 1e-9)) + 1))
         elapsed = timer.timeit(number).raw_times[0]

@@ -43,6 +43,9 @@ OWN_MODULES = ("harness.kernels.bench",)
 # where the modules that kernels import from outside their package live now (a revision from
 # before the layout of harness/ into subpackages imports them by their old names)
 MOVED = {"harness.errors": "harness.core.errors", "harness.registry": "harness.core.registry"}
+# each side of a pair times a case for this share of its min_run_time_s: twice the rounds for the same
+# time, and the two halves of a pair half as far apart, so fewer pairs straddle a change of speed
+SHARE = 0.5
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
         "from harness.gate.ab import worker; worker(sys.argv[2] or None, sys.argv[3])")
 
@@ -231,7 +234,7 @@ def worker(kernels_from: str | None, cpu: str = "-1") -> None:
                 side.skip(msg["keys"])
                 reply = {}
             elif msg["cmd"] == "case":
-                side.time_case(msg["key"])
+                side.time_case(msg["key"], SHARE)
                 reply = {}
             elif msg["cmd"] == "calibrate":
                 side.calibrate()

@@ -102,10 +102,12 @@ class Side:
         determinism.configure("strict")  # the calibration always runs in the same mode
         for threads, parts in self.calib.items():
             for name, fn in self.workload.items():
-                parts[name].append(_time(fn, CALIBRATION_RUN_TIME_S, threads))
+                first = parts[name][0].number_per_run if parts[name] else None
+                parts[name].append(_time(fn, CALIBRATION_RUN_TIME_S, threads, first))
 
-    def time_case(self, key: str) -> None:
-        """Time one case once (its `min_run_time_s`), keeping its best block and every sample."""
+    def time_case(self, key: str, share: float = 1.0) -> None:
+        """Time one case once (`share` of its `min_run_time_s`), keeping its best block and every
+        sample; the block size found the first time is kept for every later time."""
         from harness.core import determinism
 
         spec, fn = self.calls[key]
@@ -114,7 +116,7 @@ class Side:
             return
         determinism.configure(spec.determinism)
         try:
-            t = _time(fn, spec.min_run_time_s, entry["threads"])
+            t = _time(fn, spec.min_run_time_s * share, entry["threads"], (entry["number_per_run"] or [None])[0])
         except Exception as e:  # isolation: one raising case is failed, the others go on
             entry.update(status="failed", error=f"{type(e).__name__}: {e}")
             return
@@ -177,10 +179,10 @@ def document(suite, device: str, measured: dict, env: dict | None = None) -> dic
             "calibration": measured["calibration"], "cases": measured["cases"]}
 
 
-def _time(fn, min_run_time_s: float, threads: int):
+def _time(fn, min_run_time_s: float, threads: int, number: int | None = None):
     from harness.core.timing import time_call
 
-    return time_call(fn, min_run_time_s=min_run_time_s, threads=threads)
+    return time_call(fn, min_run_time_s=min_run_time_s, threads=threads, number=number)
 
 
 def calibration_workload(device) -> dict:

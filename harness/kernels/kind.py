@@ -82,6 +82,10 @@ def check_kernel(spec: KernelSpec, where: str) -> list[tuple[str, str]]:
     return problems
 
 
+def finalize_kernel(exp, rows: list[dict]) -> None:
+    add_speedups(rows)
+
+
 def describe_kernel(spec: KernelSpec) -> tuple[int, str]:
     n_cases = len(spec.cases())
     return n_cases * len(spec.variants), (f"kernel {spec.kernel}: {', '.join(spec.variants)} (baseline "
@@ -92,5 +96,5 @@ def describe_learn(spec: LearnKernelSpec) -> tuple[int, str]:
     return 1, f"lr {spec.lr}, {spec.iterations} iterations"
 
 
-KERNEL = register_kind(Kind("kernel", KernelSpec, kernel_tasks, check_kernel, add_speedups, describe_kernel))
+KERNEL = register_kind(Kind("kernel", KernelSpec, kernel_tasks, check_kernel, finalize_kernel, describe_kernel))
 LEARN_KERNEL = register_kind(Kind("learn_kernel", LearnKernelSpec, learn_tasks, describe=describe_learn))
