@@ -56,8 +56,8 @@ from harness.gate.ab import measure_revision
 from harness.gate.measure import ROUNDS, SLOWDOWN_ENV, check_rounds, kernel_suite
 from harness.gate.report import us
 
-ROUNDS_AB = 40  # pairs of half-budget times (harness.gate.ab.SHARE): the time of 20 full rounds; the sign test
-#             then needs 28 of 40 pairs slower for p < 0.01
+ROUNDS_AB = 30  # pairs of half-budget times (harness.gate.ab.SHARE): the time of 15 full rounds; the sign test
+#             then needs 22 of 30 pairs slower for p < 0.01
 
 DEFAULT_THRESHOLD = {"stored": 0.25, "ab": 0.05}
 ALPHA = 0.01
