@@ -264,13 +264,15 @@ def _add_gate(sub) -> None:
     check.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml")
     other = check.add_mutually_exclusive_group(required=True)
     other.add_argument("--baseline", type=Path, metavar="FILE",
-                       help="baseline file recorded by `baseline`; where its numbers do not apply to this machine "
-                            "or this code, its commit is measured side by side instead")
+                       help="baseline file recorded by `baseline`: its commit is measured side by side with this tree")
     other.add_argument("--against", metavar="REV",
                        help="measure REV's kernels (any git revision) and this tree's side by side on this machine")
     check.add_argument("--threshold", type=float, default=None, metavar="FRACTION",
                        help="slower than this and significant against the noise: regressed (default 0.25 against "
                             "stored numbers, 0.05 side by side)")
+    check.add_argument("--stored", action="store_true",
+                       help="with --baseline: compare with its stored numbers instead (only on the machine type "
+                            "that recorded them; faster, less robust to a noisy machine)")
     check.add_argument("--rounds", **rounds)
     check.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
                        help="results root (default: results/); writes DIR/<suite>-check/<UTC time>-<id>/check.md")
@@ -295,7 +297,7 @@ def cmd_check(args) -> int:
 
     prepare_process()
     return run_check(args.suite, args.out, runner.resolve_device(args.device), baseline_path=args.baseline,
-                             against=args.against, threshold=args.threshold, rounds=args.rounds)
+                             against=args.against, threshold=args.threshold, rounds=args.rounds, stored=args.stored)
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env, "report": cmd_report,

@@ -7,13 +7,15 @@
 
 Two ways to get the other side of the comparison:
 
-  stored   the baseline file's numbers (harness.gate.baseline_file), used only where they can judge
-           every case: the same machine (speed fingerprint: CPU vendor/model/flags, torch build,
-           CPU count; harness.gate.measure.speed_fingerprint), the same kernel code (code hash),
-           settings and cases. Measured: this tree, in-process (harness.gate.measure).
-  A/B      `--against REV`, or a baseline that cannot judge every case here (its commit is then the
-           REV, and the console says which fields differ): REV's kernels and this tree's measured
-           side by side on this machine in alternating rounds (harness.gate.ab).
+  A/B      `--against REV`, or `--baseline FILE` (its recorded commit is the REV): REV's kernels and
+           this tree's measured side by side on this machine, in pairs timed back to back
+           (harness.gate.ab). The default, because it is the one way whose false alarms held on
+           every machine measured (docs/gate.md).
+  stored   `--baseline FILE --stored`, or a baseline whose commit cannot be measured again (recorded
+           from a dirty tree or outside git): the file's numbers, against this tree measured now in
+           this process (harness.gate.measure); only on the machine that recorded them (speed
+           fingerprint: CPU vendor/model/flags, torch build, CPU count; harness.gate.machine), else
+           exit 2. Cases whose kernel code, settings or presence changed are not comparable there.
 
 How a case is judged (the same in both modes), from its per-round normalised samples:
 
@@ -34,11 +36,11 @@ median of 10 rounds on a loaded machine can move by 25%), the test alone fires o
 systematic differences between two processes (a 3-5% shift is "significant" with 10 rounds).
 Mann-Whitney needs no normality (timings are skewed) and uses the measured spread of both sides;
 with 10 rounds each its smallest possible p is 5e-6. A/B pairs the rounds: each case's two sides
-are timed back to back (~20 ms apart, on one CPU), so the machine's drift, which on a shared VM
+are timed back to back (~10 ms apart, on one CPU), so the machine's drift, which on a shared VM
 moves every speed by 20-100% within a second and which a calibration timed a second away cannot
-follow, cancels in the per-round ratio; the sign test needs 16 of 20 rounds slower. The default threshold is per mode
-(DEFAULT_THRESHOLD): side by side on one machine a much smaller change is real than between a
-stored run and a later one (see the detection curve in docs/gate.md).
+follow, cancels in the per-round ratio; the sign test needs 22 of 30 pairs slower. The default
+threshold is per mode (DEFAULT_THRESHOLD): side by side on one machine a much smaller change is
+real than between a stored run and a later one (see the detection curve in docs/gate.md).
 
 Exit codes: 0 every compared case passed; 1 a case regressed or failed, or no case was compared at
 all (a gate that compared nothing has checked nothing); 2 bad input (suite, flags, a damaged
@@ -67,7 +69,8 @@ COMPARED = ("ok", "faster", "ambiguous", "regressed")
 
 
 def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: Path | None = None,
-              against: str | None = None, threshold: float | None = None, rounds: int | None = None) -> int:
+              against: str | None = None, threshold: float | None = None, rounds: int | None = None,
+              stored: bool = False) -> int:
     """`harness check`: every input is checked first (exit 2), then the suite is measured (stored
     or A/B mode), compared, printed and written; exit 1 if a case regressed or failed, or none
     was compared."""
@@ -80,13 +83,15 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
     if rounds is not None:
         check_rounds(rounds)
     if (baseline_path is None) == (against is None):
-        raise UserError("check: give --baseline FILE (stored numbers; where they do not apply here, their commit "
-                        "measured side by side) or --against REV (side by side), one of the two")
+        raise UserError("check: give --baseline FILE (its commit measured side by side; with --stored, its "
+                        "numbers) or --against REV (side by side), one of the two")
+    if stored and baseline_path is None:
+        raise UserError("--stored compares with a baseline file's numbers: give --baseline FILE, not --against")
     suite = kernel_suite(suite_path)
     slowdown = injected_slowdown()
     base, flag = None, "--against"
     if baseline_path is not None:
-        base, against = _stored_or_commit(suite, suite_path, baseline_path, device)
+        base, against = _stored_or_commit(suite, suite_path, baseline_path, device, stored)
         flag = f"{baseline_path}: its commit"
     if against is not None:
         base, current = measure_revision(suite, device, against, flag, rounds or ROUNDS_AB, slowdown)
@@ -126,9 +131,12 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
     return EXIT_REGRESSED if counts["regressed"] or counts["failed"] or not compared else 0
 
 
-def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str) -> tuple[dict, str | None]:
-    """The baseline document, and None when its numbers can judge every case here; else the
-    commit to measure side by side (with the reasons printed)."""
+def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str,
+                      stored: bool) -> tuple[dict, str | None]:
+    """The baseline document, and the commit to measure side by side with this tree: its own,
+    wherever it can be measured again (a clean commit of this repository), unless `stored` asks for
+    its numbers; None to compare with its stored numbers, which only the machine that recorded them
+    may do. The console says which way, and why."""
     from harness.gate.baseline_file import differences, load_baseline
     from harness.gate.measure import device_class, speed_fingerprint
 
@@ -151,19 +159,24 @@ def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str)
     reasons = (["recorded on another machine: " + "; ".join(machine)] if machine else []) + [
         f"{why}: {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
         for why, keys in blocked.items()]
-    if not reasons:
-        return base, None
     commit, dirty = base["env"].get("git_commit"), base["env"].get("git_dirty")
-    print(f"{baseline_path} cannot judge every case here:\n  " + "\n  ".join(reasons))
-    if commit is None or dirty is not False:
-        if not machine:  # the same machine: judge what the stored numbers can, the rest is not comparable
-            print(f"its commit cannot be measured again (recorded {'from a dirty tree' if commit else 'outside git'}): "
-                  f"those cases are not comparable")
-            return base, None
-        raise UserError(f"{baseline_path}: its numbers do not apply to this machine, and it was recorded from "
-                        f"{'a dirty tree' if commit else 'no git commit'}, whose code cannot be measured again; "
-                        f"record a baseline here from a clean tree ({hint}), or compare with --against REV")
-    print(f"measuring its commit {commit[:12]} side by side with this tree instead (A/B)", flush=True)
+    measurable = commit is not None and dirty is False
+    if reasons:
+        print(f"{baseline_path}: its stored numbers cannot judge every case here:\n  " + "\n  ".join(reasons))
+    if machine and (stored or not measurable):
+        raise UserError(f"{baseline_path}: its numbers were recorded on another machine and apply only there"
+                        + ("; drop --stored to measure its commit side by side with this tree" if measurable else
+                           f", and it was recorded from {'a dirty tree' if commit else 'no git commit'}, whose code "
+                           f"cannot be measured again; record a baseline here from a clean tree ({hint}), or "
+                           f"compare with --against REV"))
+    if stored or not measurable:
+        print("comparing with its stored numbers (recorded on this machine"
+              + ("" if stored else f"; its commit cannot be measured again: recorded "
+                 f"{'from a dirty tree' if commit else 'outside git'}")
+              + ("); the cases they cannot judge are not comparable" if reasons else ")"), flush=True)
+        return base, None
+    print(f"measuring its commit {commit[:12]} side by side with this tree (A/B; --stored compares with its "
+          f"stored numbers instead, on the machine that recorded them)", flush=True)
     return base, commit
 
 
