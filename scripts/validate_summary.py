@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's harness, not installed
 
-from harness import results  # noqa: E402
+from harness.run import results  # noqa: E402
 from harness.run.report import fmt_pm, fmt_time  # noqa: E402
 
 

@@ -46,6 +46,11 @@ MOVED = {"harness.errors": "harness.core.errors", "harness.registry": "harness.c
 # each side of a pair times a case for this share of its min_run_time_s: twice the rounds for the same
 # time, and the two halves of a pair half as far apart, so fewer pairs straddle a change of speed
 SHARE = 0.5
+# the rounds are shared out over this many pairs of worker processes: a process's own luck (where its
+# tensors and code landed, a few % for some kernels) then varies within the sample instead of
+# shifting one side of every pair alike, which no number of pairs from one process would reveal
+PROCESS_PAIRS = 2
+PER_ROUND = ("best_s", "round_median_s", "number_per_run", "samples_s", "normalised")
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
         "from harness.gate.ab import worker; worker(sys.argv[2] or None, sys.argv[3])")
 
@@ -90,35 +95,63 @@ def extract(commit: str, top: Path, dest: Path, flag: str = "--against") -> Path
 
 
 def measure_ab(suite, device: str, ref_root: Path, rounds: int, slowdown: float | None) -> tuple[dict, dict]:
-    """(REV's measurement, this tree's), each as harness.gate.measure.Side.result() gives it."""
+    """(REV's measurement, this tree's), each as harness.gate.measure.Side.result() gives it, the
+    rounds shared out over PROCESS_PAIRS pairs of workers, merged."""
     from harness.gate.measure import plan
 
     experiments = plan(suite)
     t0 = time.perf_counter()
-    ref, cur = _Worker("the revision", ref_root), _Worker("this tree", None)
+    pairs = [(_Worker("the revision", ref_root), _Worker("this tree", None)) for _ in range(PROCESS_PAIRS)]
     try:
-        for w, slow in ((ref, 1.0 if slowdown else None), (cur, slowdown)):  # the same wrapper, unslowed
-            w.send(cmd="prepare", plan=experiments, device=device, slowdown=slow)
-        for w in (ref, cur):
+        for ref, cur in pairs:
+            for w, slow in ((ref, 1.0 if slowdown else None), (cur, slowdown)):  # the same wrapper, unslowed
+                w.send(cmd="prepare", plan=experiments, device=device, slowdown=slow)
+        workers = [w for pair in pairs for w in pair]
+        for w in workers:
             w.reply()
-        keys = [k for k in ref.timed if k in cur.timed]
-        for w in (ref, cur):  # a case only one side can run is not timed on the other either
+        keys = [k for k in workers[0].timed if all(k in w.timed for w in workers)]
+        for w in workers:  # a case only one side can run is not timed on the other either
             w.call(cmd="skip", keys=[k for k in w.timed if k not in keys])
         print(f"both sides checked against the float64 reference in {time.perf_counter() - t0:.1f} s; timing "
-              f"{len(keys)} cases of each side in {rounds} alternating rounds (A/B)"
+              f"{len(keys)} cases of each side in {rounds} pairs, {PROCESS_PAIRS} pairs of processes (A/B)"
               + (f", injected slowdown x{slowdown} on this tree" if slowdown else ""), file=sys.stderr, flush=True)
-        for r in range(rounds):
-            for w in (ref, cur) if r % 2 == 0 else (cur, ref):
+        results = []
+        for n, (ref, cur) in enumerate(pairs):
+            for r in range(n * rounds // PROCESS_PAIRS, (n + 1) * rounds // PROCESS_PAIRS):
+                for w in (ref, cur) if r % 2 == 0 else (cur, ref):
+                    w.call(cmd="calibrate")
+                for i, key in enumerate(keys):
+                    for w in (ref, cur) if (r + i) % 2 == 0 else (cur, ref):
+                        w.call(cmd="case", key=key)
+            for w in (ref, cur):
                 w.call(cmd="calibrate")
-            for i, key in enumerate(keys):
-                for w in (ref, cur) if (r + i) % 2 == 0 else (cur, ref):
-                    w.call(cmd="case", key=key)
-        for w in (ref, cur):
-            w.call(cmd="calibrate")
-        return ref.call(cmd="result"), cur.call(cmd="result")
+            results.append((ref.call(cmd="result"), cur.call(cmd="result")))
+            ref.close()
+            cur.close()
+        return merge([ref for ref, _ in results]), merge([cur for _, cur in results])
     finally:
-        ref.close()
-        cur.close()
+        for w in (w for pair in pairs for w in pair):
+            w.close()
+
+
+def merge(parts: list[dict]) -> dict:
+    """One side's measurements from several worker processes as one: every per-round list joined
+    in round order, a case failed if it failed in any, medians and speedups over all rounds."""
+    from harness.gate.measure import summarise
+
+    first = parts[0]
+    cases = {}
+    for key, entry in first["cases"].items():
+        entries = [p["cases"][key] for p in parts]
+        bad = next((e for e in entries if e["status"] != "ok"), None)
+        cases[key] = dict(bad) if bad else {**entry, **{k: [x for e in entries for x in e[k]] for k in PER_ROUND}}
+    calibration = {t: {"best_s": [x for p in parts for x in p["calibration"][t]["best_s"]],
+                       "parts": {name: {k: [x for p in parts for x in p["calibration"][t]["parts"][name][k]]
+                                        for k in part} for name, part in cal["parts"].items()}}
+                   for t, cal in first["calibration"].items()}
+    summarise(cases)
+    return {"rounds": sum(p["rounds"] for p in parts), "injected_slowdown": first["injected_slowdown"],
+            "calibration": calibration, "cases": cases, "wall_s": sum(p["wall_s"] for p in parts)}
 
 
 def measure_revision(suite, device: str, rev: str, flag: str, rounds: int, slowdown) -> tuple[dict, dict]:

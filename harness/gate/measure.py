@@ -144,7 +144,7 @@ class Side:
         """After the closing calibration: the normalised samples, speedups and the calibration."""
         calibration = {str(t): _calibration(parts) for t, parts in self.calib.items()}
         _normalise(self.cases, calibration)
-        _speedups(self.cases)
+        summarise(self.cases)
         rounds = len(next(iter(calibration.values()))["best_s"]) - 1 if calibration else 0
         return {"rounds": rounds, "injected_slowdown": self.slowdown, "calibration": calibration,
                 "cases": self.cases, "wall_s": time.perf_counter() - self.t0}
@@ -288,8 +288,15 @@ def _normalise(cases: dict, calibration: dict) -> None:
                                                 f"(best blocks {entry['best_s']})")
             continue
         entry["normalised"] = values
-        entry["median_s"] = statistics.median(entry["best_s"])
-        entry["normalised_median"] = statistics.median(values)
+
+
+def summarise(cases: dict) -> None:
+    """Medians over rounds and speedups, from the per-round lists (after measuring, or merging)."""
+    for entry in cases.values():
+        if entry["status"] == "ok":
+            entry["median_s"] = statistics.median(entry["best_s"])
+            entry["normalised_median"] = statistics.median(entry["normalised"])
+    _speedups(cases)
 
 
 def _speedups(cases: dict) -> None:
