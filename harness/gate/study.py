@@ -12,7 +12,7 @@ Runs `python -m harness check` many times, each in fresh processes, and counts v
 
 The runs of all conditions are interleaved (the slowdowns round robin, spread evenly among the
 unchanged runs), so that a machine drifting over the study affects every condition alike. Modes: `stored` records a baseline of this
-machine first (unless --baseline FILE) and checks against it; `ab` checks --against REV (default
+machine first (unless --baseline FILE) and checks against its numbers (--stored); `ab` checks --against REV (default
 HEAD: run it on a tree whose kernels are committed). `--load K` keeps K busy processes running
 meanwhile (`spin`: a Python busy loop; `matmul`: a one-thread 512x512 matmul loop, which also
 competes for caches and memory bandwidth).
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline is None:  # recorded before any load starts, on the code under study
             _harness("baseline", str(args.suite), "--out", str(baseline), "--device", args.device, "--allow-dirty",
                      check=True)
-        other = ["--baseline", str(baseline)]
+        other = ["--baseline", str(baseline), "--stored"]
     schedule = _interleave([0.0] * args.unchanged, [lvl for _ in range(args.per_level) for lvl in levels])
     loads = [subprocess.Popen([sys.executable, "-c", LOADS[args.load_kind]]) for _ in range(args.load)]
     try:
