@@ -24,6 +24,26 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def atomic_write_all(writes: dict[Path, Callable[[Path], object]]) -> None:
+    """Several files that must agree (results.csv and results.parquet): every temp file is written
+    first, and only when all succeeded are they renamed into place, so a failed write (a full disk)
+    replaces none of them."""
+    tmps: dict[Path, Path] = {}
+    try:
+        for path, write in writes.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            tmps[path] = Path(tmp)
+            write(tmps[path])
+            os.chmod(tmp, 0o666 & ~_umask())
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.core.errors import UserError
-from harness.core.io import atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 (results' writes)
+from harness.core.io import atomic_write, atomic_write_all, atomic_write_json, atomic_write_text  # noqa: F401
 
 SCHEMA_VERSION = 1
 
@@ -120,11 +120,22 @@ def to_frame(rows: list[dict]):
 
 
 def save(rows: list[dict], run_dir: Path):
-    """Write results.csv and results.parquet atomically; returns the DataFrame written."""
+    """Write results.csv and results.parquet atomically and together (both or neither: they always
+    hold the same rows); returns the DataFrame written."""
     df = to_frame(rows)
-    atomic_write(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
-    atomic_write(run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
+    atomic_write_all({run_dir / "results.csv": lambda p: df.to_csv(p, index=False),
+                      run_dir / "results.parquet": lambda p: df.to_parquet(p, index=False)})
     return df
+
+
+def storable(row: dict) -> str | None:
+    """Why a row cannot be written into the schema (an unknown column, a value its dtype cannot
+    hold), or None when it can."""
+    try:
+        to_frame([row])
+    except (ValueError, TypeError, OverflowError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def load(path: Path | str):
@@ -136,8 +147,14 @@ def load(path: Path | str):
         path = next((p for p in (path / "results.parquet", path / "results.csv") if p.exists()), path / "results.parquet")
     if not path.exists():
         raise UserError(f"{path}: no such results file")
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file: pyarrow, pandas and OS errors alike
+        raise UserError(f"{path}: not a readable results file ({type(e).__name__}: {e}); "
+                        f"it is damaged or was not written by the harness") from None
     versions = set(df["schema_version"].astype(str)) if "schema_version" in df else set()
+    if len(df) == 0 and set(COLUMNS) - set(ADDED_IN_V1) <= set(df.columns):
+        versions = {str(SCHEMA_VERSION)}  # a run interrupted before its first row: no rows to carry a version
     if versions != {str(SCHEMA_VERSION)}:
         found = ", ".join(sorted(versions)) or "none"
         raise UserError(f"{path}: results schema_version {found}, this harness reads {SCHEMA_VERSION}; "
