@@ -11,13 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_tracker(tracking: bool, tracking_uri: str | None, out_root: Path):
+def make_tracker(tracking: bool, tracking_uri: str | None, out_root: Path, create: bool = True):
     """The tracker `run` logs through: MLflow at `tracking_uri` (default: the SQLite store under
-    out_root), or, with tracking off, the null tracker (mlflow is then never imported)."""
+    out_root, created unless `create` is False), or, with tracking off, the null tracker (mlflow is
+    then never imported). The store is checked first (harness.track.store): exit 2 if it is broken
+    or does not answer."""
     if not tracking:
         from harness.run.null import NullTracker
 
         return NullTracker()
     from harness.track.tracking import MlflowTracker, default_tracking_uri
 
-    return MlflowTracker(tracking_uri or default_tracking_uri(out_root), out_root / "mlartifacts")
+    return MlflowTracker(tracking_uri or default_tracking_uri(out_root, create=create), out_root / "mlartifacts",
+                         create=create)

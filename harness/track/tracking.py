@@ -36,13 +36,15 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
-def default_tracking_uri(results_root: Path) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else an embedded SQLite store at `<results_root>/mlflow.db`."""
+def default_tracking_uri(results_root: Path, create: bool = True) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else an embedded SQLite store at `<results_root>/mlflow.db`
+    (the root is made unless `create` is False)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     root = Path(results_root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
@@ -91,7 +93,12 @@ class MlflowTracker:
     its status, and `close` marks every run still open as KILLED (Ctrl-C, crash).
     """
 
-    def __init__(self, tracking_uri: str, artifact_root: Path):
+    def __init__(self, tracking_uri: str, artifact_root: Path, create: bool = True):
+        """Checks the store first (harness.track.store): a missing SQLite store is created (unless
+        `create` is False), a broken or silent one is a UserError before anything is logged."""
+        from harness.track.store import open_store
+
+        open_store(tracking_uri, create=create)
         self.tracking_uri = tracking_uri
         self.artifact_root = Path(artifact_root)
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -138,6 +145,14 @@ class MlflowTracker:
         self.client.update_run(run_id, status="RUNNING")
         self._open.append(run_id)
         return run_id
+
+    def knows_run(self, run_id: str) -> bool:
+        """Whether this store holds the run (`run --resume` against another store is refused)."""
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
         """Record the dataset as an MLflow input, identified by the digest of its decoded tensors."""
@@ -250,6 +265,9 @@ def search_results(tracking_uri: str, suite: str | None = None):
     Status is what MLflow knows: FINISHED -> ok (a kernel row without a time -> capped), FAILED ->
     failed (diverged included), KILLED -> failed, RUNNING -> running (not a result yet).
     """
+    from harness.track.store import open_store
+
+    open_store(tracking_uri, create=False)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiments = [e for e in client.search_experiments() if suite in (None, e.name)]
     if not experiments:

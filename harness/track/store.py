@@ -1,0 +1,131 @@
+"""The MLflow store behind a tracking URI: checked before anything is logged, and the embedded SQLite
+store created safely.
+
+    open_store("sqlite:///results/mlflow.db")      # creates it if missing; exit 2 if it is broken
+    open_store("http://host:5000")                 # exit 2 within seconds if nothing answers
+
+- **SQLite** (`run`'s default store, `<results root>/mlflow.db`): a new store is created under an
+  exclusive lock (`.mlflow.db.lock` beside it), migrated in a temp file and renamed into place, so
+  several `run`s started at once into a fresh results root all find one complete store, and a kill
+  during creation leaves only a temp file (removed by the next creator), never a half-migrated store
+  that every later command fails on. A path that is a directory, a file that is not an SQLite
+  database, or a database MLflow cannot open (damaged, another schema) is a UserError naming the
+  file and how to recover.
+- **HTTP(S)** (`mlflow server`): one request with a short timeout; no answer is a UserError at once
+  instead of minutes of MLflow's retries. MLflow's own retries during a run are shortened too
+  (unless the user set them), since a failing call no longer stops the run (harness.run.journal).
+- Other stores (PostgreSQL, MySQL URIs, file stores) are opened by MLflow as they are; a failure to
+  open one is reported the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from harness.core.errors import UserError
+
+PROBE_TIMEOUT_S = 5.0
+SQLITE_HEADER = b"SQLite format 3\x00"
+# MLflow's HTTP client retries 7 times with backoff (minutes) by default; the journal keeps every call,
+# so a run rather carries on quickly and is synced later (set these variables to override).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def open_store(uri: str, *, create: bool = True, flag: str = "--tracking-uri") -> None:
+    """Check the store at `uri` answers and is an MLflow store (creating a missing SQLite store
+    unless `create` is False); raise UserError naming it and the fix otherwise."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "sqlite":
+        path = sqlite_path(uri)
+        if path is not None:
+            _sqlite(uri, path, create, flag)
+            return
+    elif scheme in ("http", "https"):
+        for k, v in HTTP_DEFAULTS.items():
+            os.environ.setdefault(k, v)
+        _probe_http(uri, flag)
+        return
+    _check_opens(uri, uri, flag)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///path` URI (None for an in-memory store)."""
+    rest = uri.split(":", 1)[1]
+    if not rest.startswith("///"):
+        return None
+    path = rest[3:].split("?", 1)[0]
+    return Path("/" + path.lstrip("/")) if rest.startswith("////") else Path(path)
+
+
+def _sqlite(uri: str, path: Path, create: bool, flag: str) -> None:
+    recover = (f"move it aside (mv {path} {path}.broken) and a new, empty store is created on the next "
+               f"run (its runs can be logged again with `python -m harness sync RUN_DIR`), or point "
+               f"{flag} at another store")
+    if path.is_dir():
+        raise UserError(f"MLflow store {path}: is a directory, not an SQLite file; {recover}")
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise UserError(f"MLflow store {path}: not an SQLite database (damaged, or another file); {recover}")
+        _check_opens(uri, str(path), flag, recover)
+        return
+    if not create:
+        raise UserError(f"MLflow store {path}: does not exist; check {flag} (or --out)")
+    _create_sqlite(path, flag)
+
+
+def _create_sqlite(path: Path, flag: str) -> None:
+    """Create and migrate the store in a temp file under a lock, then rename it into place."""
+    import fcntl
+
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        lock = open(parent / f".{path.name}.lock", "a")  # noqa: SIM115 - held until the store exists
+    except OSError as e:
+        raise UserError(f"MLflow store {path}: cannot create it ({e.strerror}); check {flag} or --out") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the process dies, even on kill -9
+        if path.exists() and path.stat().st_size > 0:  # another process made it while we waited
+            return
+        for stale in parent.glob(f".{path.name}.*.creating"):  # left by a creator that was killed
+            stale.unlink(missing_ok=True)
+        tmp = parent / f".{path.name}.{os.getpid()}.creating"
+        try:
+            _check_opens(f"sqlite:///{tmp.resolve()}", str(path), flag)  # runs MLflow's migrations
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _check_opens(uri: str, shown: str, flag: str, recover: str | None = None) -> None:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy, alembic, MLflow: all mean "cannot use this store"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"MLflow store {shown}: cannot be opened ({type(e).__name__}: {first[:300]}); "
+                        f"{recover or f'check {flag}'}") from None
+
+
+def _probe_http(uri: str, flag: str) -> None:
+    """One request, PROBE_TIMEOUT_S: any HTTP answer (even 401) means a server is there."""
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with contextlib.closing(urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S)):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code < 500:
+            return
+        why = f"HTTP {e.code} {e.reason}"
+    except (urllib.error.URLError, OSError) as e:
+        why = str(getattr(e, "reason", e))
+    raise UserError(f"{flag} {uri}: the tracking server does not answer ({why}, within {PROBE_TIMEOUT_S:.0f} s); "
+                    f"start it (mlflow server --host ... --port ...) or fix the URI, or run with --no-tracking "
+                    f"and log the run later with `python -m harness sync RUN_DIR`")
