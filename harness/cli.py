@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", metavar="DIR",
                      help="directory holding FashionMNIST/raw/ (default: $HARNESS_DATA_DIR, else ~/.cache/harness/data)")
     run.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing (needs internet)")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep each finished training's last checkpoint (default: removed once the experiment is done)")
 
     lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion")
     lst.add_argument("suite", type=Path)
@@ -73,15 +75,19 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.run import interrupt  # no torch, mlflow or pandas
+
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with interrupt.handled():  # SIGTERM and SIGHUP end a command the way Ctrl-C does
+            return COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: partial results were written; open MLflow runs ended as KILLED", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        e = interrupt.as_interrupted(e)
+        print(f"interrupted ({e.name})", file=sys.stderr)
+        return e.exit_code
 
 
 def cmd_run(args) -> int:
@@ -91,6 +97,7 @@ def cmd_run(args) -> int:
     suite = load_suite(args.suite, seed=args.seed, select=args.select)  # all input checks first
     if args.resume is not None and not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run directory")
+    _check_out(args.out)
     prepare_process()  # before CUDA starts
     from harness.run import runner
 
@@ -101,10 +108,24 @@ def cmd_run(args) -> int:
         check_available(resolve_data_dir(args.data_dir))
     from harness.track import make_tracker
 
-    tracker = make_tracker(not args.no_tracking, args.tracking_uri, args.out)
-    outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
-                               fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
-                               resume_dir=args.resume, data_dir=args.data_dir, download=args.download)
+    uri = args.tracking_uri or (_resumed_store(args.resume) if args.resume and not args.no_tracking else None)
+    tracker = make_tracker(not args.no_tracking, uri, args.out, create=args.resume is None)
+    try:
+        outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
+                                   fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
+                                   resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
+                                   keep_checkpoints=args.keep_checkpoints)
+    except KeyboardInterrupt as e:
+        from harness.run import interrupt
+
+        e = interrupt.as_interrupted(e)
+        print(f"interrupted ({e.name}): {_stopped(e, args, tracker)}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
+        if getattr(e, "run_dir", None) is None:
+            raise
+        print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
+        return 1
     bad = sum(r["status"] in runner.BAD for r in outcome.rows)
     noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
     print(f"{len(outcome.rows)} rows, {bad} failed or diverged"
@@ -112,7 +133,62 @@ def cmd_run(args) -> int:
     print(f"report: {outcome.run_dir / 'report.md'}")
     if tracker.tracking_uri:
         print(f"MLflow: {tracker.tracking_uri} (experiment {suite.name!r}, run {outcome.run_dir.name})")
+    if outcome.tracking_failures:
+        print(f"warning: {len(outcome.tracking_failures)} MLflow calls failed (first: {outcome.tracking_failures[0]}); "
+              f"the results are complete, and `python -m harness sync {outcome.run_dir}` logs the journal "
+              f"into MLflow", file=sys.stderr)
     return outcome.exit_code
+
+
+def _check_out(out: Path) -> None:
+    """--out must be a directory this process can write, or creatable as one: checked before
+    anything is created."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a directory; give a results directory (default: results/)")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a directory; give a results directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
+
+
+def _resumed_store(run_dir: Path) -> str | None:
+    """The store a resumed run was tracked in (state.json), unless $MLFLOW_TRACKING_URI says otherwise."""
+    import json
+    import os
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    try:
+        uri = json.loads((run_dir / "state.json").read_text()).get("tracking_uri") or None
+    except (OSError, ValueError, AttributeError):
+        return None  # the runner names what is wrong with the run directory
+    return uri if uri and "***" not in uri else None
+
+
+def _stopped(e: BaseException, args, tracker) -> str:
+    """What an interrupted run left, and the exact command that continues it."""
+    import shlex
+
+    run_dir = getattr(e, "run_dir", None)
+    if run_dir is None:
+        return "nothing was written (the run had not started)"
+    cmd = ["python", "-m", "harness", "run", str(args.suite), "--resume", str(run_dir)]
+    if args.device != "auto":
+        cmd += ["--device", args.device]
+    if args.no_tracking:
+        cmd += ["--no-tracking"]
+    elif args.tracking_uri:  # else --resume finds the store in the run directory's state.json
+        cmd += ["--tracking-uri", args.tracking_uri]
+    cmd += [x for flag, value in (("--seed", args.seed), ("-k", args.select), ("--data-dir", args.data_dir))
+            if value is not None for x in (flag, str(value))]
+    cmd += [flag for flag, on in (("--fail-fast", args.fail_fast), ("--download", args.download),
+                                  ("--keep-checkpoints", args.keep_checkpoints)) if on]
+    mlflow = "" if not tracker.tracking_uri else "; its open MLflow runs ended KILLED"
+    return (f"{getattr(e, 'rows', 0)} finished rows are in {run_dir} (results, steps, report){mlflow}.\n"
+            f"Continue it with:\n  {shlex.join(cmd)}")
 
 
 def argv_is_cli() -> bool:

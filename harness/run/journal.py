@@ -44,8 +44,12 @@ def is_offline(run_id: str) -> bool:
 class Journal:
     """A tracker that appends each call to `<run_dir>/tracking.jsonl`, then passes it on to `inner`.
 
-    The inner call comes first: if it fails (an unreachable server), nothing is journaled and the
-    run directory is not created by the journal. Each line is flushed at once, so a killed process
+    Opening the parent (`start`, `resume`) calls the inner tracker first: if that fails (an
+    unreachable server), nothing is journaled and the journal does not create the run directory.
+    Once the run is open, a failing inner call (the store locked, the server gone, an artifact store
+    full) no longer stops anything: it is journaled all the same, warned about once on stderr and
+    counted in `failures`, so a finished task never becomes a failed row for a tracking error and
+    `harness sync RUN_DIR` can log it all later. Each line is flushed at once, so a killed process
     leaves every call it made on disk.
     """
 
@@ -53,6 +57,7 @@ class Journal:
         self.inner = inner
         self.path = Path(run_dir) / FILE
         self._parent = ""  # the parent's id here (the inner tracker's, or offline:<name>)
+        self.failures: list[str] = []  # inner calls that raised, "op: error"
 
     tracking_uri = property(lambda self: self.inner.tracking_uri)
     experiment_id = property(lambda self: self.inner.experiment_id)
@@ -67,7 +72,7 @@ class Journal:
 
     def start_child(self, name: str, params: dict, tags: dict) -> str:
         t = _now_ms()
-        run_id = self.inner.start_child(name, params, tags) or OFFLINE + name
+        run_id = self._guard("start_child", self.inner.start_child, name, params, tags) or OFFLINE + name
         self._write("start_child", run_id, t, name=name, parent=self.parent_run_id, params=params, tags=tags)
         return run_id
 
@@ -80,36 +85,52 @@ class Journal:
 
     def resume_child(self, run_id: str) -> str:
         t = _now_ms()
-        self.inner.resume_child(self._inner_id(run_id))
+        self._guard("resume_child", self.inner.resume_child, self._inner_id(run_id))
         self._write("resume_child", run_id, t)
         return run_id
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
         t = _now_ms()
-        self.inner.log_dataset(self._inner_id(run_id), name, digest, source, context)
+        self._guard("dataset", self.inner.log_dataset, self._inner_id(run_id), name, digest, source, context)
         self._write("dataset", run_id, t, name=name, digest=digest, source=source, context=context)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
         t = _now_ms()
-        self.inner.log_metrics(self._inner_id(run_id), metrics, step=step)
+        self._guard("metrics", self.inner.log_metrics, self._inner_id(run_id), metrics, step=step)
         kept = {k: float(v) for k, v in metrics.items() if v is not None}
         self._write("metrics", run_id, t, step=step or 0, metrics=kept)
 
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
         t = _now_ms()
-        self.inner.log_artifacts(self._inner_id(run_id), paths)
+        self._guard("artifacts", self.inner.log_artifacts, self._inner_id(run_id), paths)
         self._write("artifacts", run_id, t, paths=[self._relative(p) for p in paths])
 
     def end(self, run_id: str, status: str) -> None:
         t = _now_ms()
-        self.inner.end(self._inner_id(run_id), status)
+        self._guard("end", self.inner.end, self._inner_id(run_id), status)
         self._write("end", run_id, t, status=status)
 
     def close(self) -> None:
+        """Every run still open ends KILLED: in the inner tracker if it can, in the journal always."""
         t = _now_ms()
-        self.inner.close()
-        if self.path.exists():  # only a run that started has anything to close
-            self._write("close", "", t)
+        try:
+            self._guard("close", self.inner.close)
+        finally:
+            if self.path.exists():  # only a run that started has anything to close
+                self._write("close", "", t)
+
+    def _guard(self, op: str, call, *args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - tracking must not fail the run; the journal keeps the call
+            import sys
+
+            if not self.failures:
+                print(f"warning: tracking failed ({op}: {type(e).__name__}: {e}); carrying on, the journal "
+                      f"keeps every call: `python -m harness sync {self.path.parent}` logs it later",
+                      file=sys.stderr)
+            self.failures.append(f"{op}: {type(e).__name__}: {e}")
+            return None
 
     def _inner_id(self, run_id: str) -> str:
         return "" if is_offline(run_id) else run_id

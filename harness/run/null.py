@@ -28,6 +28,7 @@ class Tracker(Protocol):
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None: ...
     def end(self, run_id: str, status: str) -> None: ...
     def close(self) -> None: ...
+    def knows_run(self, run_id: str) -> bool: ...
 
 
 class NullTracker:
@@ -63,3 +64,6 @@ class NullTracker:
 
     def close(self) -> None:
         pass
+
+    def knows_run(self, run_id: str) -> bool:
+        return False

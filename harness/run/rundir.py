@@ -30,13 +30,15 @@ class RunDir:
     done: dict[str, dict] = field(default_factory=dict)  # task key -> finished row (resume)
     old_steps: list[dict] = field(default_factory=list)  # per-step metrics of finished tasks (resume)
     resumed: bool = False
+    tracking_uri: str = ""  # the store the MLflow runs are in ("" without tracking)
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
         return self.path / "checkpoints" / experiment_id.replace("/", "_")
 
     def save_state(self) -> None:
         results.atomic_write_json(self.path / "state.json", {
-            "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children})
+            "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children,
+            "tracking_uri": redact(self.tracking_uri)})
 
 
 def new(out_root: Path, suite_name: str) -> RunDir:
@@ -55,8 +57,13 @@ def reopen(path: Path, suite) -> RunDir:
     if before.get("suite") != suite.name or before.get("experiments") != suite.resolved()["experiments"]:
         raise UserError(f"--resume {path}: the suite changed since that run ({suite_file} differs from "
                         f"{suite.path} as resolved now); resume with the same suite, seed and -k, or start a new run")
-    state = json.loads(state_file.read_text())
-    run = RunDir(path, state["run_id"], state["parent_run_id"], state["children"], resumed=True)
+    try:
+        state = json.loads(state_file.read_text())
+        run = RunDir(path, state["run_id"], state["parent_run_id"], state["children"], resumed=True,
+                     tracking_uri=state.get("tracking_uri", ""))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--resume {path}: {state_file} is damaged ({type(e).__name__}: {e}); "
+                        f"start a new run") from None
     if (path / "results.parquet").exists():
         df = results.load(path)
         for row in df.to_dict("records"):
@@ -68,6 +75,17 @@ def reopen(path: Path, suite) -> RunDir:
         steps = pd.read_csv(path / "steps.csv").to_dict("records")
         run.old_steps = [s for s in steps if task_key(s["experiment"], s["variant"], s["size"]) in run.done]
     return run
+
+
+def redact(uri: str) -> str:
+    """A tracking URI without its password (postgresql://user:secret@host/db -> user:***@host)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
 
 
 def task_key(experiment: str, variant: str, size: str) -> str:

@@ -9,18 +9,19 @@ Exit code: 0 all ok, 1 a row failed or diverged.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core import determinism, envinfo
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS
-from harness.run import journal, report, results, rundir
+from harness.run import interrupt, journal, report, results, rundir
 
 DEVICES = ("auto", "cpu", "cuda")
 BAD = ("failed", "diverged")
@@ -31,6 +32,7 @@ class RunOutcome:
     run_dir: Path
     rows: list[dict]
     exit_code: int
+    tracking_failures: list[str] = field(default_factory=list)  # tracker calls that failed (the journal has them)
 
 
 def resolve_device(name: str) -> str:
@@ -69,6 +71,7 @@ class _Context:
         self.steps.extend(self.key | {"step": step, "metric": k, "value": v} for k, v in metrics.items())
 
     def progress(self, description: str, completed: float, total: float) -> None:
+        interrupt.check()
         self.progress_bar(description, completed, total)
 
     def note(self, text: str) -> None:
@@ -83,49 +86,78 @@ class _Context:
 
 def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = False,
               argv: list[str] | None = None, resume_dir: Path | None = None, data_dir: str | None = None,
-              download: bool = False) -> RunOutcome:
+              download: bool = False, keep_checkpoints: bool = False) -> RunOutcome:
+    """Run every experiment of `suite`; see the module docstring.
+
+    Whatever ends it early (a signal, a full disk, a bug), the results, steps and report of what
+    finished are written, every MLflow run still open ends KILLED and the journal records the close;
+    the exception then carries `run_dir` (where to `--resume`) and `rows` (how many were written).
+    """
     import torch
 
     t_start = time.perf_counter()
     env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg()}
-    if resume_dir is not None:
-        run = rundir.reopen(resume_dir, suite)
-        _check_same_tracking(run, tracker)
-        tracker = journal.Journal(tracker, run.path)
-        tracker.resume(suite.name, run.parent_run_id)
-    else:
-        run = rundir.new(out_root, suite.name)
-        tracker = journal.Journal(tracker, run.path)  # tracking.jsonl: what `harness sync` replays
-        run.parent_run_id = tracker.start(
-            suite.name, run.run_id, params={"suite": suite.name, "device": device, "argv": argv or [],
-                                            "experiments": len(suite.experiments)},
-            tags=_env_tags(env) | {"run_dir": str(run.path)})
-        run.path.mkdir(parents=True, exist_ok=True)  # the journal made it
-        results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))
-        results.atomic_write_json(run.path / "env.json", env)
-    run.save_state()
-
-    base = {"suite": suite.name, "run_id": run.run_id, "device": device,
-            "device_name": envinfo.device_name(device), "git_commit": env["git_commit"],
-            "git_dirty": env["git_dirty"], "threads": torch.get_num_threads()}
-    rows: list[dict] = []
-    steps: list[dict] = list(run.old_steps)
+    run, rows, steps = None, [], []
     try:
-        _run_all(suite, torch.device(device), base, tracker, rows, steps, run, fail_fast, (data_dir, download))
-    except BaseException:  # Ctrl-C or a bug: keep what ran, end open MLflow runs as KILLED
-        _write(run.path, rows, steps, env)
-        tracker.close()
+        with interrupt.deferred():  # the run directory's first files are never cut in half by a signal
+            if resume_dir is not None:
+                run = rundir.reopen(resume_dir, suite)
+                _check_same_tracking(run, tracker)
+                tracker = journal.Journal(tracker, run.path)
+                tracker.resume(suite.name, run.parent_run_id)
+            else:
+                run = rundir.new(out_root, suite.name)
+                tracker = journal.Journal(tracker, run.path)  # tracking.jsonl: what `harness sync` replays
+                run.parent_run_id = tracker.start(
+                    suite.name, run.run_id, params={"suite": suite.name, "device": device, "argv": argv or [],
+                                                    "experiments": len(suite.experiments)},
+                    tags=_env_tags(env) | {"run_dir": str(run.path)})
+                run.path.mkdir(parents=True, exist_ok=True)  # the journal made it
+                results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))
+                results.atomic_write_json(run.path / "env.json", env)
+            run.tracking_uri = tracker.tracking_uri or ""
+            run.save_state()
+        steps.extend(run.old_steps)
+        base = {"suite": suite.name, "run_id": run.run_id, "device": device,
+                "device_name": envinfo.device_name(device), "git_commit": env["git_commit"],
+                "git_dirty": env["git_dirty"], "threads": torch.get_num_threads()}
+        _run_all(suite, torch.device(device), base, tracker, rows, steps, run, fail_fast, (data_dir, download),
+                 keep_checkpoints)
+        _write(run, rows, steps, env)
+        bad = sum(r["status"] in BAD for r in rows)
+        tracker.log_metrics(run.parent_run_id, {"rows": len(rows), "failed": bad,
+                                                "wall_s": time.perf_counter() - t_start})
+        tracker.log_artifacts(run.parent_run_id, [p for p in (run.path / n for n in (
+            "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "errors.log"))
+            if p.exists()])
+        tracker.end(run.parent_run_id, "FAILED" if bad else "FINISHED")
+    except BaseException as e:  # a signal, a full disk or a bug: keep what ran, end open runs KILLED
+        _abort(e, run, rows, steps, env, tracker)
         raise
-    _write(run.path, rows, steps, env)
-    bad = sum(r["status"] in BAD for r in rows)
-    tracker.log_metrics(run.parent_run_id, {"rows": len(rows), "failed": bad, "wall_s": time.perf_counter() - t_start})
-    tracker.log_artifacts(run.parent_run_id, [p for p in (run.path / n for n in (
-        "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "errors.log")) if p.exists()])
-    tracker.end(run.parent_run_id, "FAILED" if bad else "FINISHED")
-    return RunOutcome(run.path, rows, 1 if bad else 0)
+    return RunOutcome(run.path, rows, 1 if bad else 0, getattr(tracker, "failures", []))
 
 
-def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) -> None:
+def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
+    """Cleanup that is never skipped: results/steps/report of what finished (best effort), then every
+    open MLflow run ended KILLED and the close journaled, with further signals held off meanwhile."""
+    import sys
+
+    interrupt.clear()
+    if not isinstance(tracker, journal.Journal):  # nothing was started: nothing to close
+        return
+    with interrupt.deferred(reraise=False):
+        try:
+            if run is not None and run.path.is_dir():
+                _write(run, rows, steps, env)
+        except Exception as w:  # noqa: BLE001 - e.g. the disk is full: still close the runs below
+            print(f"warning: could not write the results of {run.path}: {type(w).__name__}: {w}", file=sys.stderr)
+        finally:
+            tracker.close()
+    if run is not None and run.path.is_dir():
+        e.run_dir, e.rows = run.path, len(_all_rows(run, rows))
+
+
+def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, keep_checkpoints) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -160,19 +192,54 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data) ->
                 rows.append(row)  # at once: an interrupted run still writes what finished
                 exp_rows.append(row)
                 new_rows.append(row)
-                children.append(child)
+                logged = results.run_metrics(row)
+                tracker.log_metrics(child, logged)  # and its MLflow run ends with it, not with the experiment
+                tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")
+                children.append((child, logged))
                 progress.advance(bar)
                 console.print(_line(row), highlight=False)
+                interrupt.check()  # a signal whose exception Python swallowed (in a __del__) stops here
                 if fail_fast and row["status"] in BAD:
                     break
             KINDS.get(exp.spec.kind).finalize(exp, exp_rows)  # speedups need the baseline row, even one kept from before
-            for row, child in zip(new_rows, children):
-                tracker.log_metrics(child, results.run_metrics(row))
-                tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")
-            results.save(rows, run.path)  # after every experiment: a killed run keeps these rows
+            for row, (child, logged) in zip(new_rows, children):  # what finalize added (speedups)
+                added = {k: v for k, v in results.run_metrics(row).items() if logged.get(k) != v}
+                if added:
+                    tracker.log_metrics(child, added)
+            _save_progress(run, rows, steps)  # after every experiment: a killed run keeps these rows
+            if exp.spec.kind == "train" and not keep_checkpoints:
+                _drop_checkpoint(run, exp.id)
             if fail_fast and any(r["status"] in BAD for r in new_rows):
                 console.print("[red]--fail-fast: stopping after the first failure[/red]")
                 return
+
+
+def _save_progress(run, rows, steps) -> None:
+    results.save(rows, run.path)
+    _save_steps(run.path, steps)
+
+
+def _save_steps(run_dir: Path, steps: list[dict]) -> None:
+    if steps:
+        import pandas as pd
+
+        results.atomic_write(run_dir / "steps.csv", lambda p: pd.DataFrame(steps).to_csv(p, index=False))
+
+
+def _drop_checkpoint(run, experiment_id: str) -> None:
+    """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
+    import shutil
+
+    shutil.rmtree(run.checkpoint_dir(experiment_id), ignore_errors=True)
+    with contextlib.suppress(OSError):  # only if empty
+        (run.path / "checkpoints").rmdir()
+
+
+def _all_rows(run, rows: list[dict]) -> list[dict]:
+    """The rows to write: those reached this time, plus rows an earlier invocation finished that this
+    one was interrupted before reaching again (so an early interruption of a resume loses none)."""
+    seen = {rundir.task_key(r["experiment"], r["variant"], r["size"]) for r in rows}
+    return rows + [r for key, r in run.done.items() if key not in seen]
 
 
 def _check_same_tracking(run, tracker) -> None:
@@ -183,6 +250,11 @@ def _check_same_tracking(run, tracker) -> None:
     if not offline and not tracker.tracking_uri:
         raise UserError(f"--resume {run.path}: that run is tracked in MLflow (run {run.parent_run_id}); "
                         f"resume it without --no-tracking so the same MLflow runs are continued")
+    if not offline and not tracker.knows_run(run.parent_run_id):
+        where = f" ({run.tracking_uri})" if run.tracking_uri else ""
+        raise UserError(f"--resume {run.path}: its MLflow run {run.parent_run_id} is not in the store "
+                        f"{rundir.redact(tracker.tracking_uri)}; it was tracked in another store{where}: resume "
+                        f"with --tracking-uri that store (or the same --out), or start a new run")
 
 
 def _child_run(tracker, run, key, exp, task, settings) -> str:
@@ -228,6 +300,10 @@ def _run_task(exp, task, base, ctx) -> dict:
         with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
             f.write(f"--- {exp.id} {row['variant']} {row['size']}\n{traceback.format_exc()}\n")
     row["wall_s"] = time.perf_counter() - t0
+    why = results.storable(row)
+    if why is not None:  # a value the results schema cannot hold: a failed row, not a lost run
+        keep = {k: v for k, v in row.items() if k in results.COLUMNS and results.storable({k: v}) is None}
+        row = keep | {"status": "failed", "error": f"the task's result cannot be stored ({why})"}
     return row
 
 
@@ -245,17 +321,14 @@ def _is_oom(e: Exception) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def _write(run_dir: Path, rows, steps, env) -> None:
+def _write(run, rows, steps, env) -> None:
     """results, steps.csv, the report, and the load average at the end into env.json."""
-    saved = run_dir / "env.json"
+    saved = run.path / "env.json"
     env = (json.loads(saved.read_text()) if saved.is_file() else env) | {"load_avg_end": _load_avg()}
     results.atomic_write_json(saved, env)
-    df = results.save(rows, run_dir)
-    if steps:
-        import pandas as pd
-
-        results.atomic_write(run_dir / "steps.csv", lambda p: pd.DataFrame(steps).to_csv(p, index=False))
-    results.atomic_write_text(run_dir / "report.md", report.run_report(df, env, steps))
+    df = results.save(_all_rows(run, rows), run.path)
+    _save_steps(run.path, steps)
+    results.atomic_write_text(run.path / "report.md", report.run_report(df, env, steps))
 
 
 def _line(row: dict) -> str:
