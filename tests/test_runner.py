@@ -233,8 +233,10 @@ def test_ctrl_c_keeps_finished_rows_and_ends_mlflow_runs_killed(tmp_path, mlflow
     proc.send_signal(signal.SIGINT)
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 130
-    assert "interrupted: partial results were written" in err and "Traceback" not in err
     (run_dir,) = (tmp_path / "results" / "intr").iterdir()
+    assert f"interrupted (Ctrl-C): 1 finished rows are in {run_dir}" in err and "Traceback" not in err
+    assert "its open MLflow runs ended KILLED" in err
+    assert f"python -m harness run s.yaml --resume {run_dir} --tracking-uri {mlflow_uri}" in err
     assert results.load(run_dir).experiment.tolist() == ["quick"]
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("intr").experiment_id])
