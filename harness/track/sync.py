@@ -12,11 +12,20 @@ alone; one that exists unfinished (a sync that was interrupted, or a run resumed
 into again, and MLflow drops what it already holds (identical metrics, params and dataset inputs;
 artifacts are overwritten with the same files). Syncing twice creates nothing new.
 
+Run directories are copied from other machines, so what they hold is untrusted: every run
+directory given is checked before anything is logged (before the store is opened): each journal
+record against its op's shape and the records above it (harness.run.journal.read_lines: fields and
+types, ids the journal started, MLflow's key rules, sane timestamps), every artifact a regular file
+or directory inside the run directory through every link (`_check_artifacts`: nothing absolute, no
+`..`, no link out, at any part of the path or inside a logged directory), the results files
+readable. A refusal names the journal's line and what is valid, and leaves the store as it was.
+
 The results files of an offline run get the MLflow child run ids (atomically), before they are
 logged as artifacts, as live tracking would have written them; ids already there are kept.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,25 +61,35 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _plan(run_dir: Path) -> tuple[list[dict], dict[str, dict]]:
-    """The journal's records and, per run id: name, parent id, suite and final status."""
+@dataclass
+class Plan:
+    """A run directory checked for `sync_run_dir`: its journal's records, per run id its name, parent
+    id and final status, and its results table (None without results files)."""
+    run_dir: Path
+    records: list[dict]
+    runs: dict[str, dict]
+    suite: str
+    results: object = None
+
+
+def check_run_dir(run_dir: Path) -> Plan:
+    """Everything sync reads from a run directory, checked before anything is logged (run directories
+    come from other machines): every journal record (harness.run.journal.read_lines), every artifact
+    inside the run directory (`_check_artifacts`), the results files readable."""
+    run_dir = Path(run_dir)
+    path = run_dir / journal.FILE
+    _check_inside(run_dir, path, f"{path}: a link to")
     try:
-        records = journal.read(run_dir)
+        numbered = journal.read_lines(run_dir)
     except (OSError, ValueError) as e:
-        raise UserError(f"sync {run_dir}: {e}") from e
+        raise UserError(f"{e}; nothing was synced") from None
+    records = [r for _, r in numbered]
     runs: dict[str, dict] = {}
-    suite = None
-    for i, r in enumerate(records, 1):
+    for r in records:
         op = r["op"]
-        if op == "start":
-            suite = r.get("suite")
-            runs[r["id"]] = {"name": r["name"], "parent": None, "status": "RUNNING"}
-        elif op == "start_child":
-            runs[r["id"]] = {"name": r["name"], "parent": r["parent"], "status": "RUNNING"}
+        if op in ("start", "start_child"):
+            runs[r["id"]] = {"name": r["name"], "parent": r.get("parent"), "status": "RUNNING"}
         elif op in ("resume", "resume_child"):
-            if r["id"] not in runs:
-                raise UserError(f"sync {run_dir}: {journal.FILE} record {i} continues run {r['id']}, "
-                                f"which the journal never started")
             runs[r["id"]]["status"] = "RUNNING"
         elif op == "end":
             runs[r["id"]]["status"] = r["status"]
@@ -78,28 +97,77 @@ def _plan(run_dir: Path) -> tuple[list[dict], dict[str, dict]]:
             for run in runs.values():
                 if run["status"] == "RUNNING":
                     run["status"] = "KILLED"
-    if suite is None:
+    if not records:
         raise UserError(f"sync {run_dir}: {journal.FILE} has no `start` record; the run never started")
+    suite = records[0]["suite"]  # read_lines: the first record is the one `start`
     for run in runs.values():
         run["suite"] = suite
-    return records, runs
+    _check_artifacts(run_dir, path, [(i, r) for i, r in numbered if r["op"] == "artifacts"])
+    return Plan(run_dir, records, runs, suite, _results(run_dir))
 
 
-def _artifact(run_dir: Path, rel: str) -> Path:
-    path = Path(rel)
-    return path if path.is_absolute() else run_dir / path
+def _check_inside(run_dir: Path, path: Path, what: str) -> Path:
+    """`path` resolved (links followed); a UserError if that is not inside the run directory."""
+    root = run_dir.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        raise UserError(f"{what} itself, through a loop of links (valid: files inside the run directory "
+                        f"{root}); nothing was synced") from None
+    if root not in resolved.parents:
+        raise UserError(f"{what} {resolved}, not inside the run directory {root} (valid: files inside it; "
+                        f"a link out of a run directory is refused); nothing was synced")
+    return resolved
 
 
-def sync_run_dir(run_dir: Path, tracker) -> SyncOutcome:
-    """Replay one run directory's journal through `tracker` (an MlflowTracker)."""
-    run_dir = Path(run_dir)
-    records, runs = _plan(run_dir)
-    missing = sorted({p for r in records if r["op"] == "artifacts" for p in r["paths"]
-                      if not _artifact(run_dir, p).exists()})
+def _check_artifacts(run_dir: Path, path: Path, records: list[tuple[int, dict]]) -> None:
+    """Each artifact is a regular file or a directory inside the run directory, through every link
+    (of the path's own parts, and of every file and folder in a logged directory, which MLflow copies
+    following links); journal.read_lines has refused absolute paths and `..` already."""
+    missing: list[str] = []
+    for i, r in records:
+        for rel in r["paths"]:
+            where = f"{path}:{i}: artifact {rel!r}"
+            resolved = _check_inside(run_dir, run_dir / rel, f"{where} resolves to")
+            if resolved.is_dir():
+                for folder, dirs, files in os.walk(resolved):  # as MLflow walks it: links not entered
+                    for name in dirs + files:
+                        shown = Path(rel) / Path(folder, name).relative_to(resolved)
+                        _check_inside(run_dir, Path(folder, name), f"{where} holds {shown}, a link to")
+                    missing += [f"{Path(rel) / Path(folder, name).relative_to(resolved)} (not a regular file)"
+                                for name in files if not Path(folder, name).is_file()]  # a fifo, a dead link
+            elif not resolved.is_file():
+                missing.append(f"{rel} (not a regular file)" if resolved.exists() else rel)
     if missing:  # checked before anything is logged: an incomplete copy is not half-synced
         raise UserError(f"sync {run_dir}: the journal logs artifacts that are not in the run directory: "
-                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; copy the whole run directory")
-    suite = next(iter(runs.values()))["suite"]
+                        f"{', '.join(sorted(missing)[:5])}{' ...' if len(missing) > 5 else ''}; "
+                        f"copy the whole run directory")
+
+
+def _results(run_dir: Path):
+    """The run's results table (None without results files), read before anything is logged."""
+    files = [run_dir / n for n in ("results.parquet", "results.csv") if (run_dir / n).exists()
+             or (run_dir / n).is_symlink()]
+    if not files:
+        return None
+    for f in files:
+        _check_inside(run_dir, f, f"{f}: a link to")
+    try:
+        return results.load(run_dir)
+    except UserError as e:
+        raise UserError(f"{e}; nothing was synced") from None
+    except (ValueError, TypeError, OSError, LookupError, NotImplementedError) as e:  # pyarrow, pandas
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"{files[0]}: not a readable results file ({type(e).__name__}: {why}); "
+                        f"nothing was synced") from None
+
+
+def sync_run_dir(run_dir: Path, tracker, plan: Plan | None = None) -> SyncOutcome:
+    """Replay one run directory's journal through `tracker` (an MlflowTracker); `plan`: the run
+    directory as `check_run_dir` found it (checked here when not given)."""
+    run_dir = Path(run_dir)
+    plan = plan or check_run_dir(run_dir)
+    records, runs, suite = plan.records, plan.runs, plan.suite
     ids: dict[str, str] = {}  # journal id -> MLflow run id
     skip: set[str] = set()  # journal ids whose MLflow run is already complete
     outcome = SyncOutcome(run_dir, suite, "")
@@ -126,7 +194,7 @@ def sync_run_dir(run_dir: Path, tracker) -> SyncOutcome:
             tracker.adopt(suite, existing.info.run_id, parent=parent is None)
             tracker.log_params(existing.info.run_id, params=r["params"], tags=r["tags"])  # same values: no-op
     outcome.parent_run_id = next(ids[k] for k, v in runs.items() if v["parent"] is None)
-    _fill_run_ids(run_dir, {runs[k]["name"]: v for k, v in ids.items()})
+    _fill_run_ids(run_dir, plan.results, {runs[k]["name"]: v for k, v in ids.items()})
     tracker.adopt(suite, outcome.parent_run_id, parent=True)
     open_runs: set[str] = set()  # journal ids open at this point of the journal
     for r in records:
@@ -152,21 +220,21 @@ def sync_run_dir(run_dir: Path, tracker) -> SyncOutcome:
         elif op == "metrics":
             tracker.log_metrics(mlflow_id, r["metrics"], step=r["step"], at_ms=r["t"])
         elif op == "artifacts":
-            tracker.log_artifacts(mlflow_id, [_artifact(run_dir, p) for p in r["paths"]])
+            tracker.log_artifacts(mlflow_id, [run_dir / p for p in r["paths"]])
         elif op == "end":
             tracker.end(mlflow_id, r["status"], at_ms=r["t"])
             open_runs.discard(rid)
     return outcome
 
 
-def _fill_run_ids(run_dir: Path, by_name: dict[str, str]) -> None:
-    """results.csv/.parquet: the MLflow child run id of each row that has none (an offline run's);
-    a row's task key is its child run's name."""
-    if not (run_dir / "results.parquet").exists() and not (run_dir / "results.csv").exists():
+def _fill_run_ids(run_dir: Path, table, by_name: dict[str, str]) -> None:
+    """results.csv/.parquet (`table`, as read by check_run_dir): the MLflow child run id of each row
+    that has none (an offline run's); a row's task key is its child run's name."""
+    if table is None:
         return
     from harness.run.rundir import plain_row, task_key
 
-    rows = [plain_row(row) for row in results.load(run_dir).to_dict("records")]
+    rows = [plain_row(row) for row in table.to_dict("records")]
     # only the empty ones: a live run's ids name the store it was tracked in, not this one
     ids = [r["mlflow_run_id"] or by_name.get(task_key(r["experiment"], r["variant"], r["size"])) for r in rows]
     if [r["mlflow_run_id"] for r in rows] != ids:
@@ -176,12 +244,13 @@ def _fill_run_ids(run_dir: Path, by_name: dict[str, str]) -> None:
 def sync_paths(paths: list[Path], tracking_uri: str | None, out: Path) -> None:
     """`harness sync`: every run directory under `paths` (all checked before anything is logged)
     into the store, one line each."""
-    run_dirs = find_run_dirs(paths)
+    plans = [check_run_dir(run_dir) for run_dir in find_run_dirs(paths)]  # before the store is touched
     from harness.track.tracking import MlflowTracker, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(out)
-    for run_dir in run_dirs:
-        o = sync_run_dir(run_dir, MlflowTracker(uri, out / "mlartifacts"))
+    for plan in plans:
+        run_dir = plan.run_dir
+        o = sync_run_dir(run_dir, MlflowTracker(uri, out / "mlartifacts"), plan)
         parts = [f"{len(v)} {k}" for k, v in (("created", o.created), ("updated", o.updated),
                                                 ("unchanged", o.unchanged)) if v]
         print(f"synced {run_dir}: {', '.join(parts)} (experiment {o.suite!r}, parent run {o.parent_run_id})")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from pathlib import Path
 
 from harness.run import results
@@ -44,31 +45,60 @@ MIN_CHANGE = 0.05
 
 def find_runs(paths: list[Path], suite: str | None = None) -> list[Path]:
     """Run directories (or results files) under `paths`: each is a results file, a run directory,
-    a suite directory of runs or a results root of suites; `results/` when no path is given."""
+    a suite directory of runs or a results root of suites; `results/` when no path is given.
+    A results file found under a root that cannot be read (damaged, foreign, another schema version)
+    is named in a warning on stderr and skipped; one named itself is an error (`load_checked`)."""
+    return [path for path, _ in _scan(paths, suite)]
+
+
+def _scan(paths: list[Path], suite: str | None = None) -> list[tuple[Path, object]]:
+    """find_runs' runs with their results tables, each read once."""
     roots = [Path(p) for p in paths] or [Path("results")]
-    found: list[Path] = []
+    found: list[tuple[Path, object]] = []
+    skipped = 0
     for root in roots:
         if not root.exists():
             raise UserError(f"{root}: no such file or directory; give run directories such as "
                             f"results/<suite>/<UTC time>-<id>, or a results root")
         if root.is_file() or _is_run(root):
-            found.append(root)
+            found.append((root, load_checked(root)))
             continue
         runs = [d for d in sorted(root.glob("*")) if _is_run(d)] + [d for d in sorted(root.glob("*/*")) if _is_run(d)]
         kept = [d for d in runs if suite in (None, d.parent.name) or d.parent == root]
         if runs and not kept:
             raise UserError(f"{root}: no results match --suite {suite} "
                             f"(suites found: {', '.join(sorted({d.parent.name for d in runs}))})")
-        found += kept
+        for run in kept:
+            try:
+                found.append((run, load_checked(run)))
+            except UserError as e:  # one bad file among many: the others are still worth reading
+                print(f"warning: {e}; skipped", file=sys.stderr)
+                skipped += 1
     if not found:
         where = ", ".join(map(str, roots))
+        if skipped:
+            raise UserError(f"{where}: no readable results ({skipped} results file(s) skipped, named above)")
         raise UserError(f"{where}: no results found (looked for <suite>/<run>/results.parquet); run a suite "
                         f"first, e.g. python -m harness run suites/smoke.yaml")
-    return list(dict.fromkeys(found))
+    return list({path: (path, df) for path, df in found}.values())
 
 
 def _is_run(path: Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in RESULTS_FILES)
+
+
+def load_checked(path: Path):
+    """results.load, with a file pandas or pyarrow cannot parse (garbage, cut short, not UTF-8) a
+    UserError naming it too, like a foreign or old one."""
+    try:
+        return results.load(path)
+    except UserError:
+        raise
+    except (ValueError, TypeError, OSError, LookupError, NotImplementedError) as e:  # pyarrow, pandas
+        path = Path(path)
+        file = next((path / n for n in RESULTS_FILES if (path / n).is_file()), path) if path.is_dir() else path
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"{file}: not a readable results file ({type(e).__name__}: {why})") from None
 
 
 def parse_since(text: str | None) -> dt.datetime | None:
@@ -88,7 +118,8 @@ def load_runs(paths: list[Path], suite: str | None = None, since: str | None = N
     import pandas as pd
 
     when = parse_since(since)
-    frame = pd.concat([results.load(p) for p in find_runs(paths, suite)], ignore_index=True)
+    frames = [df for _, df in _scan(paths, suite)]
+    frame = pd.concat([df for df in frames if len(df)] or frames, ignore_index=True)
     return select(frame, suite, when, where=", ".join(map(str, paths)) or "results")
 
 
