@@ -108,7 +108,14 @@ def cmd_run(args) -> int:
         check_available(resolve_data_dir(args.data_dir))
     from harness.track import make_tracker
 
-    uri = args.tracking_uri or (_resumed_store(args.resume) if args.resume and not args.no_tracking else None)
+    uri = args.tracking_uri
+    if args.resume is not None:
+        from harness.run.rundir import check_tracking_mode, recorded_state
+
+        state = recorded_state(args.resume)
+        if state:
+            check_tracking_mode(args.resume, state.get("parent_run_id") or "", not args.no_tracking)
+        uri = uri or _resumed_store(state)
     tracker = make_tracker(not args.no_tracking, uri, args.out, create=args.resume is None)
     try:
         outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
@@ -154,18 +161,14 @@ def _check_out(out: Path) -> None:
         raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
 
 
-def _resumed_store(run_dir: Path) -> str | None:
-    """The store a resumed run was tracked in (state.json), unless $MLFLOW_TRACKING_URI says otherwise."""
-    import json
+def _resumed_store(state: dict) -> str | None:
+    """The store a resumed run was tracked in (its state.json), unless $MLFLOW_TRACKING_URI says otherwise."""
     import os
 
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    uri = state.get("tracking_uri") or None
+    if os.environ.get("MLFLOW_TRACKING_URI") or not isinstance(uri, str) or "***" in uri:
         return None
-    try:
-        uri = json.loads((run_dir / "state.json").read_text()).get("tracking_uri") or None
-    except (OSError, ValueError, AttributeError):
-        return None  # the runner names what is wrong with the run directory
-    return uri if uri and "***" not in uri else None
+    return uri
 
 
 def _stopped(e: BaseException, args, tracker) -> str:

@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli, write_suite
 from mlflow.tracking import MlflowClient
 
-from harness.run import journal
+from harness.run import journal, journal_records
 from harness.run.null import NullTracker
 
 SUITE = """
@@ -306,7 +306,7 @@ def test_journal_read_bounds_the_file_and_its_lines(tmp_path):
     with pytest.raises(ValueError, match=r"tracking.jsonl:3: a line of 1,048,6\d\d bytes \(valid: 1 MiB at most\)"):
         journal.read(tmp_path)
     with open(tmp_path / journal.FILE, "r+b") as f:
-        f.truncate(journal.MAX_FILE_BYTES + 1)  # sparse: no disk used
+        f.truncate(journal_records.MAX_FILE_BYTES + 1)  # sparse: no disk used
     with pytest.raises(ValueError, match=r"tracking.jsonl: 268,435,457 bytes \(valid: a journal of 256 MiB at most\)"):
         journal.read(tmp_path)
 

@@ -77,6 +77,26 @@ def reopen(path: Path, suite) -> RunDir:
     return run
 
 
+def recorded_state(path: Path) -> dict:
+    """state.json of a run directory, or {} when it is missing or unreadable (reopen says why)."""
+    try:
+        state = json.loads((Path(path) / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def check_tracking_mode(path: Path, parent_run_id: str, tracking: bool) -> None:
+    """A run is resumed the way it was made: tracked in MLflow, or with --no-tracking."""
+    offline = not parent_run_id or parent_run_id.startswith("offline:")
+    if offline and tracking:
+        raise UserError(f"--resume {path}: that run was made with --no-tracking; resume it with "
+                        f"--no-tracking too, then log it with `python -m harness sync {path}`")
+    if not offline and not tracking:
+        raise UserError(f"--resume {path}: that run is tracked in MLflow (run {parent_run_id}); "
+                        f"resume it without --no-tracking so the same MLflow runs are continued")
+
+
 def redact(uri: str) -> str:
     """A tracking URI without its password (postgresql://user:secret@host/db -> user:***@host)."""
     from urllib.parse import urlsplit, urlunsplit

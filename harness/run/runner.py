@@ -243,13 +243,8 @@ def _all_rows(run, rows: list[dict]) -> list[dict]:
 
 
 def _check_same_tracking(run, tracker) -> None:
+    rundir.check_tracking_mode(run.path, run.parent_run_id, bool(tracker.tracking_uri))
     offline = journal.is_offline(run.parent_run_id) or not run.parent_run_id
-    if offline and tracker.tracking_uri:
-        raise UserError(f"--resume {run.path}: that run was made with --no-tracking; resume it with "
-                        f"--no-tracking too, then log it with `python -m harness sync {run.path}`")
-    if not offline and not tracker.tracking_uri:
-        raise UserError(f"--resume {run.path}: that run is tracked in MLflow (run {run.parent_run_id}); "
-                        f"resume it without --no-tracking so the same MLflow runs are continued")
     if not offline and not tracker.knows_run(run.parent_run_id):
         where = f" ({run.tracking_uri})" if run.tracking_uri else ""
         raise UserError(f"--resume {run.path}: its MLflow run {run.parent_run_id} is not in the store "
