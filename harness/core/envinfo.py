@@ -5,6 +5,7 @@ Every probe degrades to None rather than failing: a missing GPU or git is a fact
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -86,6 +87,7 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+@functools.cache
 def host_memory_bytes() -> int:
     """This machine's physical memory (RAM), what load-time memory checks compare with: a fixed
     number, unlike free memory, so the same suite passes or fails the same way on one machine."""
