@@ -314,3 +314,18 @@ def test_probe_falls_back_to_the_meta_device_where_an_empty_batch_trips(monkeypa
     assert (probe.activations, probe.params) == (5 * (4 * 8 * 8 + 10), 4 * 9 + 4 + 256 * 10 + 10)
     with pytest.raises(RuntimeError):
         probe_model("flat", (5, 1, 2, 2))  # a real error stays one
+
+
+def test_probe_builds_on_the_cpu_a_factory_that_cannot_run_on_the_meta_device(monkeypatch):
+    from harness.models import MODELS
+
+    def counted(num_classes: int = 10, width: int = 4):
+        if width < 1:
+            raise ValueError(f"width must be positive, got {width}")
+        n = int(torch.tensor([width]).sum().item())  # .item() of a meta tensor raises
+        return torch.nn.Sequential(torch.nn.LazyConv2d(n, 3), torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
+
+    monkeypatch.setitem(MODELS._entries, "counted", counted)
+    assert probe_model("counted", (2, 1, 5, 5)).params == 4 * 9 + 4 + 4 * 9 * 10 + 10
+    with pytest.raises(ModelBuildError, match="width must be positive, got 0"):
+        probe_model("counted", (2, 1, 5, 5), width=0)

@@ -100,7 +100,8 @@ def probe_model(name: str, input_shape: Sequence[int], *, num_classes: int = 10,
     """Build the registered model `name` with `model_args` and push a batch of `input_shape`
     (N, C, H, W) through it without computing anything, to find shape errors and sizes at once.
 
-    1. The factory runs on the meta device (shapes, no storage): a failure is ModelBuildError.
+    1. The factory runs on the meta device (shapes, no storage; where it cannot, on the CPU): a
+       failure is ModelBuildError.
     2. Fast path: the model on the CPU, a batch of zero images, lazy layers materialised without
        their initialisation (storage reserved but never touched): torch's C++ shape checks run, no
        arithmetic does, milliseconds for every model here.
@@ -114,8 +115,15 @@ def probe_model(name: str, input_shape: Sequence[int], *, num_classes: int = 10,
     try:
         with torch.device("meta"):
             meta_model = factory(num_classes=num_classes, **model_args)
-    except Exception as e:  # noqa: BLE001 - whatever the factory raises, the arguments caused it
-        raise ModelBuildError(e) from e
+    except Exception:  # noqa: BLE001 - a factory may need real tensors (`.item()`): the CPU decides
+        meta_model = None
+    if meta_model is None:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                factory(num_classes=num_classes, **model_args)
+        except Exception as e:  # noqa: BLE001 - whatever the factory raises, the arguments caused it
+            raise ModelBuildError(e) from e
+        return _empty_batch_probe(factory, num_classes, model_args, input_shape)
     eager = sum(p.numel() for p in meta_model.parameters() if not isinstance(p, nn.UninitializedParameter))
     if eager * 4 <= FAST_PROBE_EAGER_BYTES:
         try:
