@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis)")
     p.add_argument("-k", dest="select", metavar="SUBSTRING", help="only experiments whose name contains SUBSTRING")
+    p.add_argument("--max-experiments", type=int, metavar="N",
+                   help="refuse a suite that expands to more than N experiments (default 1000)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +96,8 @@ def cmd_run(args) -> int:
     from harness.core.determinism import prepare_process
     from harness.suite import load_suite
 
-    suite = load_suite(args.suite, seed=args.seed, select=args.select)  # all input checks first
+    suite = load_suite(args.suite, seed=args.seed, select=args.select,
+                       max_experiments=args.max_experiments)  # all input checks first
     if args.resume is not None and not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run directory")
     _check_out(args.out)
@@ -203,7 +206,7 @@ def cmd_list(args) -> int:
 
     from harness.core.kinds import KINDS
 
-    suite = load_suite(args.suite, seed=args.seed, select=args.select)
+    suite = load_suite(args.suite, seed=args.seed, select=args.select, max_experiments=args.max_experiments)
     total = 0
     print(f"{suite.name}: {suite.description}".rstrip(": "))
     for exp in suite.experiments:

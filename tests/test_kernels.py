@@ -2,6 +2,8 @@
 float64 reference, case validation, cost models, and the 7.2 kernel-learning experiment."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -336,3 +338,69 @@ def test_learn_edge_kernel_leaves_global_rng_alone():
     state = torch.get_rng_state()
     learn_edge_kernel(seed=0)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+class _Ctx:
+    """The TaskContext a learn_kernel task uses: logged steps only."""
+
+    def __init__(self):
+        self.steps = []
+
+    def log(self, metrics, step):
+        self.steps.append((step, metrics["loss"]))
+
+
+def test_learn_kernel_that_diverges_is_a_diverged_row_saying_where_and_what_to_do():
+
+    from harness.kernels.bench import _learn
+    from harness.kernels.kind import LearnKernelSpec
+
+    ctx = _Ctx()
+    row = _learn(LearnKernelSpec(name="l", kind="learn_kernel", lr=1e6), "cpu", ctx)
+    assert row["status"] == "diverged"
+    assert row["error"] == ("loss became inf at iteration 4 of 10 (lr 1e+06): gradient descent diverged; "
+                            "try a smaller lr (the book uses 0.03)")
+    assert [s for s, _ in ctx.steps] == list(range(1, 11)) and math.isinf(ctx.steps[3][1])
+    assert _learn(LearnKernelSpec(name="l", kind="learn_kernel"), "cpu", _Ctx())["status"] == "ok"
+
+
+def test_learn_kernel_diverging_in_the_last_update_is_caught_by_its_weights():
+    from harness.kernels.bench import _learn
+    from harness.kernels.kind import LearnKernelSpec
+
+    out = learn_edge_kernel(lr=1e38, iterations=1)
+    assert math.isfinite(out["losses"][0]) and not all(map(math.isfinite, out["kernel"]))  # finite loss, inf weights
+    row = _learn(LearnKernelSpec(name="l", kind="learn_kernel", lr=1e38, iterations=1), "cpu", _Ctx())
+    assert row["status"] == "diverged" and "at iteration 1 of 1" in row["error"]
+
+
+def test_learn_kernel_divergence_fails_the_run(tmp_path):
+    import csv
+
+    from conftest import run_cli, write_suite
+
+    write_suite(tmp_path / "l.yaml", "suite: l\nexperiments:\n  - {name: hot, kind: learn_kernel, lr: 1e6}\n"
+                "  - {name: book, kind: learn_kernel}\n")
+    out = tmp_path / "results"
+    proc = run_cli("run", "l.yaml", "--no-tracking", "--device", "cpu", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    (run_dir,) = (out / "l").iterdir()
+    rows = {r["experiment"]: r for r in csv.DictReader((run_dir / "results.csv").open())}
+    assert rows["hot"]["status"] == "diverged" and "try a smaller lr" in rows["hot"]["error"]
+    assert rows["book"]["status"] == "ok"
+    assert "1 failed or diverged" in proc.stdout
+
+
+# ---- the load-time memory estimate --------------------------------------------------------
+
+@pytest.mark.parametrize("family, case", [
+    ("corr2d", {"input": (7, 9), "kernel": (2, 3), "padding": (1, 0), "stride": (2, 1)}),
+    ("corr2d_multi_in_out", {"input": (6, 5), "kernel": (3, 2), "channels_in": 3, "channels_out": 4}),
+    ("conv1x1", {"input": (5, 4), "channels_in": 3, "channels_out": 2}),
+    ("pool2d", {"input": (7, 6), "pool": (3, 2), "channels": 3, "padding": (1, 1), "stride": (2, 2)}),
+])
+def test_tensor_elements_are_the_inputs_and_the_output(family, case):
+    fam = KERNELS.get(family)
+    c = fam.case(**case)
+    inputs = fam.make_inputs(c, torch.Generator().manual_seed(0), torch.float32, torch.device("cpu"))
+    assert c.tensor_elements() == sum(x.numel() for x in inputs) + fam.reference(c, *inputs).numel()

@@ -12,11 +12,13 @@ from torch.nn.parameter import is_lazy
 
 from harness.core.errors import UserError
 from harness.models import (
+    ModelBuildError,
     ResNeXtBlock,
     Residual,
     create_model,
     layer_summary,
     list_models,
+    probe_model,
     summary_table,
 )
 from harness.models.lenet import lenet
@@ -238,3 +240,92 @@ def test_model_args_reach_the_model():
     assert model[0][0].out_channels == 8 and model[0][0].in_channels == 3
     torch.manual_seed(0)
     assert create_model("resnext", input_size=(32, 32), groups=32, bot_mul=2).b5[0].conv2.groups == 32
+
+
+# ---- the load-time probe (harness.models.probe_model) ----------------------------------------
+
+def _real_leaf_outputs(model: torch.nn.Module, shape) -> int:
+    """Elements of every leaf module's output in one real training-mode forward pass."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        total += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if next(m.children(), None) is None]
+    model(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_probe_finds_what_a_real_batch_does_without_computing_it(name):
+    shape = (3, 1, *SMALL_INPUT[name])
+    state = torch.get_rng_state()
+    probe = probe_model(name, shape)
+    assert torch.equal(torch.get_rng_state(), state)  # the probe draws nothing from the caller's RNG
+    model = small_model(name)
+    assert probe.params == sum(p.numel() for p in model.parameters())
+    assert probe.activations == _real_leaf_outputs(model.train(), shape)
+    has_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert (probe.norm_values is not None) == has_norm
+
+
+def test_probe_separates_build_errors_from_input_errors():
+    with pytest.raises(ModelBuildError) as e:
+        probe_model("vgg", (2, 1, 64, 64), arch="foo")
+    assert isinstance(e.value.cause, UserError) and "arch must be a non-empty list" in str(e.value)
+    with pytest.raises(RuntimeError, match="Output size is too small"):
+        probe_model("vgg", (2, 1, 16, 16))
+    assert probe_model("resnet18", (1, 1, 8, 8)).norm_values == 1  # the train kind refuses this
+    assert probe_model("resnet18", (2, 1, 8, 8)).norm_values == 2
+
+
+def test_probe_of_a_gigantic_input_costs_no_memory():
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    probe = probe_model("lenet", (128, 1, 20_000, 20_000))  # 191 GiB of input, 4.8e10 weights
+    assert probe.activations > 128 * 20_000 * 20_000 and probe.params == 16 * 4_998 * 4_998 * 120 + 61_706 - 400 * 120
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 2**20  # under 1 GiB more
+
+
+def test_probe_falls_back_to_the_meta_device_where_an_empty_batch_trips(monkeypatch):
+    """`x.reshape(x.shape[0], -1)` cannot reshape zero images; a whole batch on the meta device can."""
+    from harness.models import MODELS
+
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.LazyConv2d(4, 3), torch.nn.LazyLinear(10)
+
+        def forward(self, x):
+            x = self.conv(x)
+            return self.fc(x.reshape(x.shape[0], -1))
+
+    def flat(num_classes: int = 10):
+        return Flat()
+
+    monkeypatch.setitem(MODELS._entries, "flat", flat)
+    with pytest.raises(RuntimeError):  # the empty batch alone would be refused ...
+        Flat()(torch.zeros(0, 1, 10, 10))
+    probe = probe_model("flat", (5, 1, 10, 10))  # ... the probe is not
+    assert (probe.activations, probe.params) == (5 * (4 * 8 * 8 + 10), 4 * 9 + 4 + 256 * 10 + 10)
+    with pytest.raises(RuntimeError):
+        probe_model("flat", (5, 1, 2, 2))  # a real error stays one
+
+
+def test_probe_builds_on_the_cpu_a_factory_that_cannot_run_on_the_meta_device(monkeypatch):
+    from harness.models import MODELS
+
+    def counted(num_classes: int = 10, width: int = 4):
+        if width < 1:
+            raise ValueError(f"width must be positive, got {width}")
+        n = int(torch.tensor([width]).sum().item())  # .item() of a meta tensor raises
+        return torch.nn.Sequential(torch.nn.LazyConv2d(n, 3), torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
+
+    monkeypatch.setitem(MODELS._entries, "counted", counted)
+    assert probe_model("counted", (2, 1, 5, 5)).params == 4 * 9 + 4 + 4 * 9 * 10 + 10
+    with pytest.raises(ModelBuildError, match="width must be positive, got 0"):
+        probe_model("counted", (2, 1, 5, 5), width=0)

@@ -5,6 +5,7 @@ Every probe degrades to None rather than failing: a missing GPU or git is a fact
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -75,6 +76,32 @@ def git_info(where: Path) -> dict:
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status),
             "git_describe": git("describe", "--always", "--dirty") if commit else None}
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (Linux), which
+    taskset, a cpuset cgroup or a batch scheduler's binding shrinks while os.cpu_count() still
+    counts the whole machine; else os.cpu_count()."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@functools.cache
+def host_memory_bytes() -> int:
+    """This machine's physical memory (RAM), what load-time memory checks compare with: a fixed
+    number, unlike free memory, so the same suite passes or fails the same way on one machine."""
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def gib(n: float) -> str:
+    """Bytes as a short human number: '3.2 GiB', '1.5 TiB', '12 MiB'."""
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n / 2**20:,.0f} MiB"
 
 
 def _cpu_model() -> str | None:

@@ -29,10 +29,11 @@ Problems = list[tuple[str, str]]
 class SpecBase(BaseModel):
     """The fields every experiment has; a kind's spec model adds its own and `kind: Literal[...]`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float field of every kind is finite (YAML's .nan and .inf refused)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN, max_length=80)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**63)  # an Int64 results column
     determinism: Literal["strict", "fast"] = "strict"
 
 

@@ -52,9 +52,23 @@ def _load_plugins() -> None:
     for name in filter(None, (n.strip() for n in os.environ.get("HARNESS_PLUGINS", "").split(","))):
         try:
             importlib.import_module(name)
-        except ImportError as e:
+        except ModuleNotFoundError as e:
+            if e.name is not None and name != e.name and not name.startswith(e.name + "."):
+                raise UserError(_plugin_failed(name, e)) from None  # the plugin imports a missing module
             raise UserError(f"HARNESS_PLUGINS: cannot import {name!r} ({e}); put its directory on "
                             f"PYTHONPATH, or unset HARNESS_PLUGINS") from None
+        except (Exception, SystemExit) as e:  # any failure of the plugin's own code is an input error
+            raise UserError(_plugin_failed(name, e)) from None
+
+
+def _plugin_failed(name: str, e: BaseException) -> str:
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if "importlib" not in f.filename and f.filename != __file__]
+    where = None if isinstance(e, SyntaxError) or not frames else f"{frames[-1].filename}:{frames[-1].lineno}"
+    return (f"HARNESS_PLUGINS: importing plugin {name!r} raised {type(e).__name__}: {e}"
+            + (f" (at {where})" if where else "") + f"; fix the plugin, or remove {name!r} from HARNESS_PLUGINS")
 
 
 _load_plugins()

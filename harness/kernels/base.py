@@ -37,6 +37,11 @@ class Case(BaseModel):
         """Short, stable, human-readable name of this point, e.g. 'in=32x32 k=3x3'."""
         raise NotImplementedError
 
+    def tensor_elements(self) -> int | None:
+        """Elements of one call's inputs and output together: what the load-time memory check
+        (kernels/kind.py) multiplies by bytes per element. None: not known, not checked."""
+        return None
+
 
 @dataclass(frozen=True)
 class Variant:

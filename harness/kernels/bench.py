@@ -118,5 +118,13 @@ def _learn(spec, device, ctx) -> dict:
     out = learn_edge_kernel(lr=spec.lr, iterations=spec.iterations, seed=spec.seed, device=str(device))
     for step, loss in enumerate(out["losses"], start=1):
         ctx.log({"loss": loss}, step)
-    return {"status": "ok", "loss_final": out["losses"][-1],
-            "learned_kernel": json.dumps([round(w, 6) for w in out["kernel"]])}
+    row = {"status": "ok", "loss_final": out["losses"][-1],
+           "learned_kernel": json.dumps([round(w, 6) for w in out["kernel"]])}
+    bad = next((i for i, loss in enumerate(out["losses"], start=1) if not math.isfinite(loss)), None)
+    if bad is None and not all(map(math.isfinite, out["kernel"])):
+        bad = spec.iterations  # the last update overflowed the weights: the loss would show it next
+    if bad is not None:  # as a training whose loss turns NaN/inf: diverged, not ok with NaN weights
+        loss = out["losses"][bad - 1]
+        row |= {"status": "diverged", "error": f"loss became {loss} at iteration {bad} of {spec.iterations} "
+                f"(lr {spec.lr:g}): gradient descent diverged; try a smaller lr (the book uses 0.03)"}
+    return row

@@ -38,6 +38,11 @@ class MultiCase(Corr2dCase):
     def label(self) -> str:
         return f"ci={self.channels_in} co={self.channels_out} " + super().label()
 
+    def tensor_elements(self) -> int:
+        (h, w), (kh, kw), (oh, ow) = self.input, self.kernel, self.output
+        ci, co = self.channels_in, self.channels_out
+        return ci * h * w + co * ci * kh * kw + co * oh * ow
+
 
 def make_multi_inputs(case: MultiCase, gen: torch.Generator, dtype: torch.dtype,
                       device: torch.device):
@@ -95,6 +100,10 @@ class Conv1x1Case(Case):
 
     def label(self) -> str:
         return f"ci={self.channels_in} co={self.channels_out} in={hw(self.input)}"
+
+    def tensor_elements(self) -> int:
+        ci, co, pixels = self.channels_in, self.channels_out, self.input[0] * self.input[1]
+        return ci * pixels + co * ci + co * pixels
 
 
 def make_1x1_inputs(case: Conv1x1Case, gen: torch.Generator, dtype: torch.dtype,

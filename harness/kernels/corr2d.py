@@ -67,6 +67,10 @@ class Corr2dCase(Case):
         oh, ow = self.output
         return oh * ow
 
+    def tensor_elements(self) -> int:
+        oh, ow = self.output
+        return self.input[0] * self.input[1] + self.kernel[0] * self.kernel[1] + oh * ow
+
     def label(self) -> str:
         return f"in={hw(self.input)} k={hw(self.kernel)}" + window_suffix(self.padding, self.stride)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -13,6 +14,8 @@ from harness.core.kinds import Kind, SpecBase, pydantic_problems, register_kind
 from harness.core.registry import unknown_name_message
 from harness.kernels import KERNELS
 from harness.kernels.bench import add_speedups, kernel_tasks, learn_tasks
+
+MAX_SIZE_POINTS = 10_000  # one experiment's sizes grid; each point is a row per variant, timed for seconds
 
 
 class KernelSpec(SpecBase):
@@ -50,12 +53,18 @@ class LearnKernelSpec(SpecBase):
 
 
 def check_kernel(spec: KernelSpec, where: str) -> list[tuple[str, str]]:
-    """Names against the kernel registry, sizes against the family's Case model."""
+    """Names against the kernel registry, sizes against the family's Case model, threads against
+    the CPUs, and each size's tensors against the machine's memory."""
+    from harness.core.envinfo import usable_cpus
+
+    cpus = usable_cpus()
+    threads = [(f"{where}.threads", f"{spec.threads} is more than the {cpus} CPUs this process may run on "
+                f"(its affinity mask); at most {cpus}")] if spec.threads > cpus else []
     if spec.kernel not in KERNELS:
-        return [(f"{where}.kernel", unknown_name_message("kernel", spec.kernel, KERNELS.names()))]
+        return threads + [(f"{where}.kernel", unknown_name_message("kernel", spec.kernel, KERNELS.names()))]
     family = KERNELS.get(spec.kernel)
     known = list(family.variants)
-    problems = [(f"{where}.variants[{j}]", unknown_name_message(f"variant of kernel {spec.kernel}:", v, known))
+    problems = threads + [(f"{where}.variants[{j}]", unknown_name_message(f"variant of kernel {spec.kernel}:", v, known))
                 for j, v in enumerate(spec.variants) if v not in family.variants]
     if len(set(spec.variants)) != len(spec.variants):
         problems.append((f"{where}.variants", "a variant is listed twice"))
@@ -69,17 +78,47 @@ def check_kernel(spec: KernelSpec, where: str) -> list[tuple[str, str]]:
                 f"size parameter of kernel {spec.kernel}:", key, params)))
         elif not values:
             problems.append((f"{where}.sizes.{key}", "needs at least one value"))
+    points = math.prod(len(v) for v in spec.sizes.values())
+    if points > MAX_SIZE_POINTS:
+        problems.append((f"{where}.sizes", f"{points:,} size points (the product of "
+                         f"{' x '.join(str(len(v)) for v in spec.sizes.values())} values), more than "
+                         f"{MAX_SIZE_POINTS:,}; split it into several experiments"))
     if problems:
         return problems
     keys = list(spec.sizes)
+    largest = None  # (bytes, point) of the valid case needing the most memory
     for values in itertools.product(*spec.sizes.values()):
         point = dict(zip(keys, values))
         try:
-            family.case.model_validate(point)
+            case = family.case.model_validate(point)
         except ValidationError as e:
             for loc, msg in pydantic_problems(e, prefix="", model=family.case):
                 problems.append((f"{where}.sizes", f"{json.dumps(point)}: {loc + ': ' if loc else ''}{msg}"))
-    return problems
+            continue
+        need = memory_needed(case, spec.dtype)
+        if need is not None and (largest is None or need > largest[0]):
+            largest = (need, point)
+    return problems + _memory_problems(largest, spec.dtype, where)
+
+
+def memory_needed(case, dtype: str) -> int | None:
+    """Bytes one case needs at least: its inputs and output in `dtype`, plus the float64 copies
+    the check against the reference makes of them (the inputs are drawn in float64 too)."""
+    elements = case.tensor_elements()
+    return None if elements is None else elements * ({"float32": 4, "float64": 8}[dtype] + 8)
+
+
+def _memory_problems(largest, dtype: str, where: str) -> list[tuple[str, str]]:
+    """The host-memory rule: refuse a case whose tensors alone exceed the machine's RAM."""
+    from harness.core.envinfo import gib, host_memory_bytes
+
+    ram = host_memory_bytes()
+    if largest is None or largest[0] <= ram:
+        return []
+    need, point = largest
+    return [(f"{where}.sizes", f"{json.dumps(point)}: needs at least {gib(need)} (its inputs and output in "
+             f"{dtype} plus float64 copies for the reference check), more than this machine's "
+             f"{gib(ram)} of memory")]
 
 
 def finalize_kernel(exp, rows: list[dict]) -> None:

@@ -53,6 +53,10 @@ class PoolCase(Case):
         oh, ow = self.output
         return self.channels * oh * ow
 
+    def tensor_elements(self) -> int:
+        oh, ow = self.output
+        return self.channels * (self.input[0] * self.input[1] + oh * ow)
+
     def label(self) -> str:
         # the stride is shown only when it differs from the pool: stride=None and stride=pool
         # are the same computation and get the same label

@@ -12,7 +12,8 @@ given input size and then applies the book's `init_cnn`, as d2l's `apply_init` d
 
 May import: harness.core. Never run/, track/, views/, gate/ or the CLI.
 """
-from harness.models.registry import MODELS, accepted_args, create_model, list_models, register_model
+from harness.models.registry import (MODELS, ModelBuildError, Probe, accepted_args, create_model, list_models,
+                                     probe_model, register_model)
 from harness.models.summary import init_cnn, layer_summary, summary_table
 from harness.models import lenet, vgg  # noqa: F401  (register lenet, vgg; this order is list_models() order)
 from harness.models.resnet import ResNeXtBlock, Residual  # (registers resnet18, resnext)
@@ -23,6 +24,9 @@ __all__ = [
     "create_model",
     "list_models",
     "accepted_args",
+    "probe_model",
+    "Probe",
+    "ModelBuildError",
     "Residual",
     "ResNeXtBlock",
     "init_cnn",

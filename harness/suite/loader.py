@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS, NAME_PATTERN, SpecBase, pydantic_problems
 from harness.core.registry import unknown_name_message
+from harness.suite.yamlfile import read_yaml
 
 MAX_ERRORS_SHOWN = 8
+# Experiments after matrix expansion, unless --max-experiments raises it. The shipped suites have
+# 4-12; a kernel experiment runs for seconds at the least and a training one for minutes, and each
+# is MLflow child runs, so 1,000 is already hours to days of work and a thousand-run MLflow view.
+# Loading 1,000 takes about a second; a larger study is deliberate (--max-experiments N).
+MAX_EXPERIMENTS = 1_000
+SEED_LIMIT = 2**63  # seeds are stored in an Int64 results column (and torch takes 64 bits)
 
 
 class SuiteError(UserError):
@@ -71,9 +78,18 @@ class Suite:
                 "experiments": [{"id": e.id, **e.spec.model_dump(mode="json")} for e in self.experiments]}
 
 
-def load_suite(path: str | Path, *, seed: int | None = None, select: str | None = None) -> Suite:
+def load_suite(path: str | Path, *, seed: int | None = None, select: str | None = None,
+               max_experiments: int | None = None) -> Suite:
     """Read, validate and expand a suite. `seed` overrides every experiment's seed (and replaces
-    a `seed` axis of the matrix); `select` keeps experiments whose name contains it."""
+    a `seed` axis of the matrix); `select` keeps experiments whose name contains it; more than
+    `max_experiments` (default MAX_EXPERIMENTS) after expansion is refused before anything is
+    expanded."""
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"--seed {seed}: a seed must be >= 0 and below 2**63 ({SEED_LIMIT:,})")
+    if max_experiments is None:
+        max_experiments = MAX_EXPERIMENTS
+    elif max_experiments < 1:
+        raise UserError(f"--max-experiments {max_experiments}: must be at least 1 (default {MAX_EXPERIMENTS:,})")
     load_kinds()
     path = Path(path)
     raw = _read_yaml(path)
@@ -81,19 +97,20 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
         top = _SuiteFile.model_validate(raw)
     except ValidationError as e:
         raise SuiteError(path, pydantic_problems(e, prefix="", model=_SuiteFile)) from None
-    if seed is not None and seed < 0:
-        raise UserError(f"--seed {seed}: a seed must be >= 0")
 
     problems = _check_names(top) + _check_keys(top)
     experiments: list[Experiment] = []
     matrix = {k: v for k, v in top.matrix.items() if not (seed is not None and k == "seed")}
+    too_many = _check_count(top, matrix, select, max_experiments)
+    if too_many:  # nothing is expanded: report it with the file-level problems found so far
+        raise SuiteError(path, problems + too_many)
     for i, exp in enumerate(top.experiments):
         if select and select not in str(exp.get("name", "")):
             continue
         where = f"experiments[{i}]"
         kind = exp.get("kind")
-        if kind not in KINDS:
-            problems.append((f"{where}.kind", "missing" if kind is None else unknown_name_message("kind", kind, list(KINDS))))
+        if not isinstance(kind, str) or kind not in KINDS:
+            problems.append((f"{where}.kind", "missing" if kind is None else unknown_name_message("kind", str(kind), list(KINDS))))
             continue
         model = KINDS.get(kind).spec
         base = {k: v for k, v in top.defaults.items() if k in model.model_fields} | exp
@@ -115,24 +132,7 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise UserError(f"{path}: no such file (suites live in suites/, e.g. suites/kernels.yaml)")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; give a suite file, e.g. {path / 'kernels.yaml'}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read: {e}") from None
-    try:
-        raw = yaml.safe_load(text)  # safe_load: a suite can never construct Python objects
-    except yaml.constructor.ConstructorError as e:
-        mark = e.problem_mark
-        raise UserError(f"{path}:{mark.line + 1}:{mark.column + 1}: YAML tags that construct objects "
-                        f"are not allowed ({e.problem})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise UserError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    raw = read_yaml(path)  # within limits: size, depth, aliases, duplicate keys (suite/yamlfile.py)
     if raw is None:
         raise UserError(f"{path}: the file is empty; a suite needs `suite:` and `experiments:` "
                         f"(see suites/kernels.yaml)")
@@ -140,6 +140,23 @@ def _read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: a suite is a YAML mapping with `suite:` and `experiments:`, "
                         f"not a {type(raw).__name__}")
     return raw
+
+
+def _check_count(top: _SuiteFile, matrix: dict, select: str | None, limit: int) -> list[tuple[str, str]]:
+    """The experiments the matrix would make, counted (the product of the axes' lengths per
+    experiment) before anything is expanded: a huge matrix is refused at once."""
+    total = 0
+    for exp in top.experiments:
+        kind = exp.get("kind")
+        if (select and select not in str(exp.get("name", ""))) or not isinstance(kind, str) or kind not in KINDS:
+            continue
+        fields = KINDS.get(kind).spec.model_fields
+        total += math.prod(len(v) for k, v in matrix.items() if k in fields)
+    if total <= limit:
+        return []
+    axes = ", ".join(f"{k}: {len(v):,} value{'s' if len(v) != 1 else ''}" for k, v in matrix.items())
+    return [("matrix", f"{total:,} experiments after expansion ({axes}), more than the limit of "
+             f"{limit:,}; shrink the matrix, or raise the limit with --max-experiments {total}")]
 
 
 def _check_names(top: _SuiteFile) -> list[tuple[str, str]]:
@@ -156,7 +173,7 @@ def _check_names(top: _SuiteFile) -> list[tuple[str, str]]:
 
 def _check_keys(top: _SuiteFile) -> list[tuple[str, str]]:
     """`defaults` and `matrix` keys must be fields of some experiment kind used in the suite."""
-    kinds = {e.get("kind") for e in top.experiments} & set(KINDS)
+    kinds = {k for e in top.experiments if isinstance(k := e.get("kind"), str)} & set(KINDS)
     fields = sorted({f for k in kinds for f in KINDS.get(k).spec.model_fields} - {"kind", "name"})
     problems = []
     for section in ("defaults", "matrix"):

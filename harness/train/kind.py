@@ -2,6 +2,8 @@
 Fashion-MNIST with the book's recipe). Its tasks are harness.train.loop."""
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, Literal
 
 from pydantic import Field
@@ -64,7 +66,69 @@ def check_train(spec: TrainSpec, where: str) -> list[tuple[str, str]]:
                 f"model {spec.model} takes no model_args"))
     if min(spec.input_size) < 8:
         problems.append((f"{where}.resize", f"{list(spec.input_size)}: sizes below 8 pixels cannot be convolved"))
-    return problems
+    return problems or check_model(spec, where)
+
+
+IN_CHANNELS = 1  # Fashion-MNIST is grayscale
+BYTES = 4  # fp32 activations, weights and gradients (bf16 autocast needs less: an upper estimate)
+_PROBES: dict[tuple, tuple[str | None, str | None, int]] = {}  # one probe per distinct model and batch
+
+
+def check_model(spec: TrainSpec, where: str) -> list[tuple[str, str]]:
+    """Build the model with its model_args and push one batch of the input size through it
+    without computing it (models.probe_model: milliseconds): a bad argument value, or an input
+    the network cannot take, is an input error now rather than a failed row later. The same probe
+    estimates a training step's memory, fp32: the activations every layer keeps for backward, plus
+    weights and gradients. More than this machine's RAM is refused (the host-memory rule; GPU
+    memory is a run-time matter: an out-of-memory row)."""
+    from harness.core.envinfo import gib, host_memory_bytes
+
+    shape = (spec.batch_size, IN_CHANNELS, *spec.input_size)
+    ram = host_memory_bytes()
+    size = "x".join(map(str, spec.input_size)) + ("" if spec.resize else " (the default without resize)")
+    place = f"{where}.resize" if spec.resize else f"{where}.batch_size"
+    too_big = (f"more than this machine's {gib(ram)} of memory; use a smaller resize or batch_size")
+    if BYTES * math.prod(shape) > ram:  # the batch alone: refused before the model is even built
+        return [(place, f"one batch of {spec.batch_size} images at {size} needs {gib(BYTES * math.prod(shape))}, "
+                 + too_big)]
+    key = (spec.model, json.dumps(spec.model_args, sort_keys=True, default=repr), shape)
+    if key not in _PROBES:
+        _PROBES[key] = _probe(spec, shape)
+    build_error, forward_error, need = _PROBES[key]
+    if build_error:
+        return [(f"{where}.model_args" if spec.model_args else f"{where}.model",
+                 f"model {spec.model} cannot be built with model_args "
+                 f"{json.dumps(spec.model_args, default=repr)}: {build_error}")]
+    if forward_error:
+        return [(f"{where}.resize", f"model {spec.model} cannot take {size} images in batches of "
+                 f"{spec.batch_size}: {forward_error}")]
+    if need > ram:
+        return [(place, f"a training step of model {spec.model} on batches of {spec.batch_size} at {size} "
+                 f"needs about {gib(need)} (activations kept for backward, weights and gradients, fp32), "
+                 + too_big)]
+    return []
+
+
+def _probe(spec: TrainSpec, shape: tuple) -> tuple[str | None, str | None, int]:
+    """(build error, forward error, bytes of a training step) of one probe."""
+    from harness.core.errors import UserError
+    from harness.models import ModelBuildError, probe_model
+
+    def said(e: BaseException) -> str:
+        text = str(e).strip() if isinstance(e, UserError) else f"{type(e).__name__}: {str(e).strip()}"
+        first = text.splitlines()[0] if text else type(e).__name__
+        return first if len(first) <= 300 else first[:297] + "..."
+
+    try:
+        probe = probe_model(spec.model, shape, **spec.model_args)
+    except ModelBuildError as e:
+        return said(e.cause), None, 0
+    except Exception as e:  # noqa: BLE001 - any failure of the forward is the input's
+        return None, said(e), 0
+    if probe.norm_values is not None and probe.norm_values <= 1:
+        return None, (f"a BatchNorm layer would see one value per channel in training (batch of "
+                      f"{spec.batch_size}, 1x1 after downsampling); use batch_size >= 2 or a larger resize"), 0
+    return None, None, BYTES * (probe.activations + math.prod(shape) + 2 * probe.params)
 
 
 def _train_tasks(exp, device):
