@@ -413,7 +413,7 @@ def test_damaged_data_stops_run_before_anything_is_written(tmp_path: Path, fmnis
     assert not (tmp_path / "r").exists()  # neither a run directory nor mlflow.db
 
 
-def test_every_damaged_file_is_named_in_one_message(fmnist_dir: Path) -> None:
+def test_every_damaged_file_is_named_in_one_message(fmnist_dir: Path, _private_cache: Path) -> None:
     raw = fmnist_dir / "FashionMNIST" / "raw"
     expected = [_label_count(raw)[0], _wrong_shape(raw)[0]]
     with pytest.raises(UserError) as err:
@@ -421,9 +421,11 @@ def test_every_damaged_file_is_named_in_one_message(fmnist_dir: Path) -> None:
     assert all(m in str(err.value) for m in expected), str(err.value)
     raw2 = write_fashion_mnist(fmnist_dir.parent / "two") / "FashionMNIST" / "raw"
     expected = [_truncate_archive(raw2)[0], _corrupt_archive(raw2)[0]]
+    cached = set(_private_cache.rglob("*-ubyte"))
     with pytest.raises(UserError) as err:
         data.check_available(raw2.parents[1])
     assert all(m in str(err.value) for m in expected), str(err.value)
+    assert set(_private_cache.rglob("*-ubyte")) == cached  # the two sound archives' files were not kept
 
 
 def test_sound_data_passes_the_check_uncompressed_too(tmp_path: Path, fmnist_dir: Path) -> None:

@@ -209,9 +209,11 @@ def _decoded_root(data_dir: Path) -> tuple[Path, bool]:
 
 def _decompress_all(src: Path, dst: Path) -> None:
     """Decompress the archives of src into dst; one UserError naming every archive that fails (a
-    damaged archive: truncated, corrupt, not gzip). Only complete, CRC-checked files are written."""
+    damaged archive: truncated, corrupt, not gzip). Only complete, CRC-checked files are written, and
+    none of this call's are kept when one fails (dst is keyed by all four archives: it would never be
+    used again)."""
     dst.mkdir(parents=True, exist_ok=True)
-    damaged = []
+    damaged, written = [], []
     for f in FILES:
         if (dst / f).is_file():
             continue
@@ -227,9 +229,12 @@ def _decompress_all(src: Path, dst: Path) -> None:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             os.replace(tmp, dst / f)
+            written.append(dst / f)
         finally:
             Path(tmp).unlink(missing_ok=True)
     if damaged:
+        for path in written:
+            path.unlink(missing_ok=True)
         raise UserError("\n".join(damaged) + f"\n{_fix(src.parents[1])}")
 
 
