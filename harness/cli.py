@@ -105,10 +105,10 @@ def cmd_run(args) -> int:
     from harness.run import runner
 
     device = runner.resolve_device(args.device)
-    if any(e.spec.kind == "train" for e in suite.experiments) and not args.download:
-        from harness.train.data import check_available, resolve_data_dir
+    if any(e.spec.kind == "train" for e in suite.experiments):
+        from harness.train.data import check_data  # present and sound, before anything is written
 
-        check_available(resolve_data_dir(args.data_dir))
+        check_data(suite.experiments, args.data_dir, download=args.download)
     from harness.track import make_tracker
 
     uri = args.tracking_uri

@@ -56,16 +56,31 @@ def write_suite(path: Path, text: str) -> Path:
 
 
 def real_data_dir() -> Path | None:
-    """Fashion-MNIST for tests: $HARNESS_DATA_DIR, else ../shared/data beside the checkout."""
+    """The full Fashion-MNIST for tests: $HARNESS_DATA_DIR, else ../shared/data beside the checkout."""
     for candidate in (os.environ.get("HARNESS_DATA_DIR"), REPO.parent / "shared" / "data"):
         if candidate and (Path(candidate) / "FashionMNIST" / "raw").is_dir():
             return Path(candidate)
     return None
 
 
+NO_FULL_DATA = (f"needs the full Fashion-MNIST: $HARNESS_DATA_DIR unset and nothing at "
+                f"{REPO.parent / 'shared' / 'data'}")
+
+
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
+def full_data_dir() -> Path:
+    """The full set, for tests that need all of it (skipped, saying so, without it)."""
     found = real_data_dir()
     if found is None:
-        pytest.skip(f"real Fashion-MNIST not found ($HARNESS_DATA_DIR unset, nothing at {REPO.parent / 'shared' / 'data'})")
+        pytest.skip(NO_FULL_DATA)
     return found
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """A data directory for training tests (`--data-dir`, dataset fashion_mnist): the full set when
+    present, else the sample shipped in the package, which has the same layout and the first
+    2,000 + 1,000 examples (every limit these tests use fits), so a fresh clone runs them too."""
+    from harness.train.datasets import SAMPLE, SHIPPED
+
+    return real_data_dir() or SHIPPED[SAMPLE].root

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import re
 import struct
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from harness.core.errors import UserError
-from harness.train import data
+from harness.train import data, datasets
 from harness.train.data import (
     eval_batches,
     load_fashion_mnist,
@@ -340,3 +342,201 @@ def test_prepare_only_when_it_fits_and_something_is_resized(fmnist_dir: Path) ->
     assert data.prepare(ds, None, budget_bytes=1 << 30) is None
     assert data.prepare(ds, (28, 28), budget_bytes=1 << 30) is None
     assert 0 < data.memory_budget(torch.device("cpu"))
+
+
+# --- damaged files: an input error before anything is written ----------------------------------
+
+
+def _gz_payload(path: Path, payload: bytes) -> None:
+    path.write_bytes(gzip.compress(payload, mtime=0))
+
+
+def _truncate_archive(raw: Path) -> tuple[str, str]:
+    gz = raw / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:len(gz.read_bytes()) // 2])
+    return f"{gz}: cannot decompress", "damaged archive"
+
+
+def _corrupt_archive(raw: Path) -> tuple[str, str]:
+    gz = raw / "t10k-images-idx3-ubyte.gz"
+    b = bytearray(gz.read_bytes())
+    for i in range(len(b) // 2, len(b) // 2 + 4):  # inside the deflate stream: bad data or a CRC mismatch
+        b[i] ^= 0xFF
+    gz.write_bytes(bytes(b))
+    return f"{gz}: cannot decompress", "damaged archive"
+
+
+def _wrong_magic(raw: Path) -> tuple[str, str]:
+    labels = bytearray(gzip.decompress((raw / "train-labels-idx1-ubyte.gz").read_bytes()))
+    labels[2:4] = b"\x08\x02"  # unsigned bytes, but 2 dimensions
+    _gz_payload(raw / "train-labels-idx1-ubyte.gz", bytes(labels))
+    return f"{raw / 'train-labels-idx1-ubyte.gz'}: IDX magic 0x00000802, expected 0x00000801", "not a Fashion-MNIST labels file"
+
+
+def _wrong_shape(raw: Path) -> tuple[str, str]:
+    _gz_payload(raw / "t10k-images-idx3-ubyte.gz", _idx(synthetic_images(N_VAL, 100)[:, :, :27].contiguous()))
+    return f"{raw / 't10k-images-idx3-ubyte.gz'}: images of 28x27 pixels, expected 28x28", ""
+
+
+def _label_count(raw: Path) -> tuple[str, str]:
+    _gz_payload(raw / "train-labels-idx1-ubyte.gz", _idx(synthetic_labels(N_TRAIN - 1)))
+    return (f"{raw / 'train-labels-idx1-ubyte.gz'}: {N_TRAIN - 1} labels, but train-images-idx3-ubyte has "
+            f"{N_TRAIN} images"), ""
+
+
+def _short_payload(raw: Path) -> tuple[str, str]:
+    images = _idx(synthetic_images(N_TRAIN, 0))
+    _gz_payload(raw / "train-images-idx3-ubyte.gz", images[:-784])  # a sound archive of a truncated IDX file
+    return (f"{raw / 'train-images-idx3-ubyte.gz'}: {16 + (N_TRAIN - 1) * 784:,} bytes decoded, but its header "
+            f"says {N_TRAIN} images ({16 + N_TRAIN * 784:,} bytes): truncated or padded"), ""
+
+
+DAMAGE = {"truncated archive": _truncate_archive, "corrupt archive": _corrupt_archive, "wrong IDX magic": _wrong_magic,
+          "wrong image shape": _wrong_shape, "label count": _label_count, "short IDX payload": _short_payload}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_data_stops_run_before_anything_is_written(tmp_path: Path, fmnist_dir: Path, damage: str) -> None:
+    """A real `harness run` on real damaged files: exit 2, one message naming the file and the fix,
+    no traceback, no run directory and no MLflow store under --out."""
+    from conftest import run_cli, write_suite
+
+    message, detail = DAMAGE[damage](fmnist_dir / "FashionMNIST" / "raw")
+    write_suite(tmp_path / "s.yaml", "suite: s\nexperiments:\n  - {name: m, kind: train, model: lenet, epochs: 1}\n")
+    proc = run_cli("run", "s.yaml", "--data-dir", fmnist_dir, "--out", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("error: ") == 1
+    assert message in proc.stderr and detail in proc.stderr
+    assert ("To fix: replace the file with a good copy (the four files of FashionMNIST/raw/ from a machine that "
+            "has them), or delete it and run once with --download") in proc.stderr
+    assert not (tmp_path / "r").exists()  # neither a run directory nor mlflow.db
+
+
+def test_every_damaged_file_is_named_in_one_message(fmnist_dir: Path, _private_cache: Path) -> None:
+    raw = fmnist_dir / "FashionMNIST" / "raw"
+    expected = [_label_count(raw)[0], _wrong_shape(raw)[0]]
+    with pytest.raises(UserError) as err:
+        data.check_available(fmnist_dir)
+    assert all(m in str(err.value) for m in expected), str(err.value)
+    raw2 = write_fashion_mnist(fmnist_dir.parent / "two") / "FashionMNIST" / "raw"
+    expected = [_truncate_archive(raw2)[0], _corrupt_archive(raw2)[0]]
+    cached = set(_private_cache.rglob("*-ubyte"))
+    with pytest.raises(UserError) as err:
+        data.check_available(raw2.parents[1])
+    assert all(m in str(err.value) for m in expected), str(err.value)
+    assert set(_private_cache.rglob("*-ubyte")) == cached  # the two sound archives' files were not kept
+
+
+def test_sound_data_passes_the_check_uncompressed_too(tmp_path: Path, fmnist_dir: Path) -> None:
+    data.check_available(fmnist_dir)
+    data.check_available(write_fashion_mnist(tmp_path / "plain", gz=False))
+    plain = tmp_path / "plain" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    plain.write_bytes(plain.read_bytes()[:-1])
+    with pytest.raises(UserError, match=f"{plain}: .* truncated or padded"):
+        data.check_available(tmp_path / "plain")
+
+
+# --- the sample shipped in the package (dataset fashion_mnist_sample) -----------------------------
+
+SAMPLE = datasets.SHIPPED[datasets.SAMPLE]
+
+
+def _suite(tmp_path: Path, text: str):
+    from conftest import write_suite
+
+    from harness.suite import load_suite
+
+    return load_suite(write_suite(tmp_path / "s.yaml", text))
+
+
+def test_the_sample_matches_the_digests_its_readme_lists() -> None:
+    readme = (SAMPLE.root / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(FashionMNIST/raw/[\w-]+\.gz)` \| ([\d,]+) \| ([\d,]+) \| `(\w{64})` \| `(\w{64})` \|$",
+                      readme, re.M)
+    assert sorted(r[0] for r in rows) == sorted(f"FashionMNIST/raw/{f}.gz" for f in data.FILES)
+    total = 0
+    for name, records, size, sha_file, sha_decoded in rows:
+        raw = (SAMPLE.root / name).read_bytes()
+        decoded = gzip.decompress(raw)
+        assert (len(raw), hashlib.sha256(raw).hexdigest(), hashlib.sha256(decoded).hexdigest()) == (
+            int(size.replace(",", "")), sha_file, sha_decoded), name
+        assert struct.unpack(">I", decoded[4:8])[0] == int(records.replace(",", "")), name
+        total += len(raw)
+    assert f"{total:,} bytes in all" in readme
+
+
+def test_the_sample_is_read_from_the_package_whatever_the_data_dir(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.train import loop
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "nowhere"))
+    suite = _suite(tmp_path, """
+        suite: s
+        experiments:
+          - {name: m, kind: train, model: lenet, dataset: fashion_mnist_sample}
+          - {name: k, kind: kernel, kernel: corr2d, variants: [native], sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
+    """)
+    data.check_data(suite.experiments, tmp_path / "nowhere")  # needs no data directory
+    data.check_data(suite.experiments, None, download=True)
+    assert not (tmp_path / "nowhere").exists()
+    ds = loop.load_data(suite.experiments[0].spec, torch.device("cpu"), str(tmp_path / "nowhere"), download=True)
+    assert (len(ds.train), len(ds.val)) == (SAMPLE.train, SAMPLE.val) == (2000, 1000)
+    assert ds.source == SAMPLE.root / "FashionMNIST" / "raw"
+    assert torch.equal(torch.bincount(ds.train.labels, minlength=10) > 100, torch.ones(10, dtype=torch.bool))
+    assert not (tmp_path / "nowhere").exists()  # not downloaded either
+
+
+def test_the_full_set_still_needs_its_data_dir(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, """
+        suite: s
+        experiments:
+          - {name: sample, kind: train, model: lenet, dataset: fashion_mnist_sample}
+          - {name: full, kind: train, model: lenet}
+    """)
+    with pytest.raises(UserError, match=f"Fashion-MNIST not found in {tmp_path / 'nowhere' / 'FashionMNIST' / 'raw'}"):
+        data.check_data(suite.experiments, tmp_path / "nowhere")
+    data.check_data(suite.experiments, tmp_path / "nowhere", download=True)  # missing files: left to the download
+    data.check_data(suite.experiments, write_fashion_mnist(tmp_path / "data"))
+
+
+def test_a_damaged_sample_says_how_to_restore_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    copy = tmp_path / "sample"
+    shutil.copytree(SAMPLE.root, copy)
+    monkeypatch.setitem(datasets.SHIPPED, datasets.SAMPLE, datasets.Shipped(copy, SAMPLE.train, SAMPLE.val))
+    gz = copy / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:100])
+    suite = _suite(tmp_path, "suite: s\nexperiments:\n  - {name: m, kind: train, model: lenet, dataset: fashion_mnist_sample}\n")
+    with pytest.raises(UserError) as err:
+        data.check_data(suite.experiments, None)
+    assert f"{gz}: cannot decompress" in str(err.value)
+    assert "this sample ships with harness and is damaged" in str(err.value)
+    assert "git checkout -- harness/train/fashion_mnist_sample" in str(err.value)
+
+
+def test_the_sample_is_the_first_examples_of_the_full_set(full_data_dir: Path) -> None:
+    sample = load_fashion_mnist(SAMPLE.root)
+    full = load_fashion_mnist(full_data_dir, train_limit=SAMPLE.train, val_limit=SAMPLE.val)
+    assert torch.equal(sample.train.images, full.train.images) and torch.equal(sample.val.labels, full.val.labels)
+    assert (sample.train.digest, sample.val.digest, sample.digest) == (full.train.digest, full.val.digest, full.digest)
+
+
+def test_the_script_rebuilds_the_sample_byte_for_byte(tmp_path: Path, full_data_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_fashion_mnist_sample.py"
+    check = subprocess.run([sys.executable, script, "--source", full_data_dir, "--check"],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stderr
+    made = subprocess.run([sys.executable, script, "--source", full_data_dir, "--out", tmp_path],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    for f in data.FILES:
+        assert (tmp_path / "FashionMNIST" / "raw" / f"{f}.gz").read_bytes() == (
+            SAMPLE.root / "FashionMNIST" / "raw" / f"{f}.gz").read_bytes(), f
+    (tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"x")
+    assert subprocess.run([sys.executable, script, "--source", full_data_dir, "--out", tmp_path, "--check"],
+                          capture_output=True, text=True, timeout=300).returncode == 1

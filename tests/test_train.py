@@ -1,7 +1,9 @@
-"""Training end to end on the real Fashion-MNIST subset of suites/smoke.yaml: strict determinism,
-resume equivalence after a real interruption, divergence, missing data, and what MLflow holds."""
+"""Training end to end on suites/smoke.yaml (real Fashion-MNIST: the sample shipped in the package):
+strict determinism, resume equivalence after a real interruption, an unloadable checkpoint,
+divergence, missing data, the sample's limits, and what MLflow holds."""
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -14,14 +16,15 @@ from harness.run import results
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory, _migrated_store, data_dir):
-    """suites/smoke.yaml twice with seed 0 (tracked), and its LeNet with seed 1."""
+def smoke_runs(tmp_path_factory, _migrated_store):
+    """suites/smoke.yaml twice with seed 0 (tracked), and its LeNet with seed 1. It trains on the
+    sample shipped in the package: no data directory is needed (one run points --data-dir nowhere)."""
     tmp = tmp_path_factory.mktemp("smoke")
     shutil.copyfile(_migrated_store, tmp / "mlflow.db")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     runs = {}
-    for name, extra in (("a", []), ("b", []), ("seed1", ["--seed", "1", "-k", "lenet"])):
-        proc = run_cli("run", REPO / "suites" / "smoke.yaml", "--data-dir", data_dir, "--out", tmp / name,
+    for name, extra in (("a", []), ("b", ["--data-dir", tmp / "nowhere"]), ("seed1", ["--seed", "1", "-k", "lenet"])):
+        proc = run_cli("run", REPO / "suites" / "smoke.yaml", "--out", tmp / name,
                        "--tracking-uri", uri, *extra, cwd=tmp)
         assert proc.returncode == 0, proc.stderr
         (run_dir,) = (tmp / name / "smoke").iterdir()
@@ -71,17 +74,19 @@ def test_mlflow_has_per_epoch_metrics_the_plot_and_the_dataset(smoke_runs):
         assert run.data.metrics["final_val_acc"] == pytest.approx(row.val_acc)
         assert f"{exp_id}.png" in {f.path for f in client.list_artifacts(row.mlflow_run_id)}
         (dataset,) = run.inputs.dataset_inputs
-        assert dataset.dataset.name == "fashion_mnist" and dataset.dataset.digest == row.dataset_digest
+        assert dataset.dataset.name == "fashion_mnist_sample" and dataset.dataset.digest == row.dataset_digest
+        assert json.loads(row.config)["dataset"] == "fashion_mnist_sample"
+        assert run.data.params["dataset"] == "fashion_mnist_sample"
     assert (smoke_runs["a_dir"] / "plots" / "lenet.png").stat().st_size > 1000
 
 
-def test_an_interrupted_run_resumes_to_the_same_fingerprint(smoke_runs, tmp_path, data_dir, mlflow_uri):
+def test_an_interrupted_run_resumes_to_the_same_fingerprint(smoke_runs, tmp_path, mlflow_uri):
     """-k l selects lenet and vgg_small (dropout: the RNG state must survive the checkpoint).
     Ctrl-C arrives once vgg_small has finished its first of two epochs."""
     from mlflow.tracking import MlflowClient
 
-    args = ["run", str(REPO / "suites" / "smoke.yaml"), "-k", "l", "--data-dir", str(data_dir), "--out",
-            str(tmp_path / "r"), "--tracking-uri", mlflow_uri]
+    args = ["run", str(REPO / "suites" / "smoke.yaml"), "-k", "l", "--out", str(tmp_path / "r"),
+            "--tracking-uri", mlflow_uri]
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "vgg_small epoch 1/2" in line:
@@ -128,13 +133,76 @@ def test_a_diverging_model_is_recorded_and_the_suite_goes_on(tmp_path, data_dir)
 
 
 def test_missing_data_exits_2_saying_where_the_files_go(tmp_path):
-    proc = run_cli("run", REPO / "suites" / "smoke.yaml", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "r",
-                   cwd=tmp_path)
+    write_suite(tmp_path / "full.yaml", "suite: full\nexperiments:\n  - {name: m, kind: train, model: lenet}\n")
+    proc = run_cli("run", "full.yaml", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "r", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert f"{tmp_path / 'nowhere' / 'FashionMNIST' / 'raw' / 'train-images-idx3-ubyte.gz'}" in proc.stderr
     assert "--data-dir" in proc.stderr and "HARNESS_DATA_DIR" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_limits_beyond_the_shipped_sample_are_refused_at_load_time(tmp_path):
+    write_suite(tmp_path / "s.yaml", """
+        suite: s
+        defaults: {dataset: fashion_mnist_sample}
+        experiments:
+          - {name: ok, kind: train, model: lenet, train_limit: 2000, val_limit: 1000}
+          - {name: big, kind: train, model: lenet, train_limit: 2001, val_limit: 5000}
+    """)
+    for command in ("list", "run"):
+        proc = run_cli(command, "s.yaml", *(["--out", tmp_path / "r"] if command == "run" else []), cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert ("s.yaml: experiments[1].train_limit: 2001: dataset fashion_mnist_sample has 2,000 training images "
+                "(use at most 2000, or dataset: fashion_mnist for the full set)") in proc.stderr
+        assert "s.yaml: experiments[1].val_limit: 5000: dataset fashion_mnist_sample has 1,000 validation images" in proc.stderr
+        assert "experiments[0]" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unloadable_checkpoint_on_resume_is_an_input_error(tmp_path):
+    """A run killed after its checkpoint was written but before its row (the loop saves the
+    checkpoint first): no results.parquet yet. Its last.pt is then damaged three ways."""
+    import torch
+
+    write_suite(tmp_path / "one.yaml", """
+        suite: one
+        experiments:
+          - {name: lenet, kind: train, model: lenet, dataset: fashion_mnist_sample, epochs: 1, train_limit: 64, val_limit: 32}
+    """)
+    args = ["run", "one.yaml", "--no-tracking", "--out", tmp_path / "r"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    (run_dir,) = (tmp_path / "r" / "one").iterdir()
+
+    def killed_before_its_row():
+        # each stopped resume writes an empty results table, which a later --resume cannot read (the
+        # runner's, not the checkpoint's): start every attempt from the killed run's state
+        for name in ("results.parquet", "results.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+
+    ckpt = run_dir / "checkpoints" / "lenet" / "last.pt"
+    good = ckpt.read_bytes()
+    for damage in ("truncated", "garbage", "not a checkpoint"):
+        killed_before_its_row()
+        if damage == "truncated":
+            ckpt.write_bytes(good[:len(good) // 2])
+        elif damage == "garbage":
+            ckpt.write_bytes(b"\x00garbage" * 100)
+        else:
+            torch.save({"weights": torch.zeros(3)}, ckpt)
+        proc = run_cli(*args, "--resume", run_dir, cwd=tmp_path)
+        assert proc.returncode == 2, (damage, proc.stderr)
+        assert "Traceback" not in proc.stderr, damage
+        (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+        assert line.startswith(f"error: {ckpt}: "), line
+        assert line.endswith("delete it to restart that experiment from scratch, or start a new run"), line
+        assert ("not a checkpoint of this harness" in line) == (damage == "not a checkpoint"), line
+
+    killed_before_its_row()
+    ckpt.unlink()  # as the message says: that experiment restarts from scratch
+    proc = run_cli(*args, "--resume", run_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert list(results.load(run_dir).status) == ["ok"]
 
 
 def test_speed_options_are_refused_in_strict_mode(tmp_path):

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.core.errors import UserError
 from harness.core.io import atomic_write
 
 LAST = "last.pt"
+_KEYS = ("model", "optimizer", "epoch", "history", "spec_hash", "elapsed_s", "rng")
 
 
 def save(directory: Path, *, model, optimizer, epoch: int, history: list[dict], spec_hash: str,
@@ -36,10 +38,22 @@ def save(directory: Path, *, model, optimizer, epoch: int, history: list[dict], 
 
 
 def load(directory: Path) -> dict | None:
+    """The checkpoint in `directory`, or None when there is none. One that cannot be read (truncated,
+    garbage, not a checkpoint of this harness) is a UserError naming the file and what to do."""
     path = Path(directory) / LAST
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds here: RuntimeError, UnpicklingError, EOFError, ...
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot load this checkpoint ({type(e).__name__}: {why[:200]}); "
+                        f"delete it to restart that experiment from scratch, or start a new run") from e
+    missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserError(f"{path}: not a checkpoint of this harness (no {', '.join(missing)}); "
+                        f"delete it to restart that experiment from scratch, or start a new run")
+    return state
 
 
 def restore(state: dict, *, model, optimizer) -> None:

@@ -5,6 +5,11 @@ torchvision reads only the uncompressed IDX files, so the `.gz` archives are dec
 a per-user cache keyed by the archives' sha256 (the data directory may be read-only and is never
 written to unless `download=True`). No md5 is checked: the shipped image archives are rebuilt and
 differ from upstream's; each split records a sha256 of its decoded tensors instead.
+
+Before a run starts (`check_data`, from `harness run`), the files an invocation will read are
+decompressed into that cache and their IDX headers, sizes and labels checked, so missing or
+damaged files stop it with one message (exit 2) before a run directory or MLflow run exists.
+The dataset `fashion_mnist_sample` is read from the package (harness.train.datasets).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 
 from harness.core.determinism import derive_seed
 from harness.core.errors import UserError
+from harness.train import datasets
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -78,12 +84,96 @@ def _missing_error(data_dir: Path, missing: list[str], cause: BaseException | No
 
 
 def check_available(data_dir: Path) -> None:
-    """Raise the 'not found' UserError unless the four files (archived or not) are in data_dir:
-    called before a run starts, so a missing directory stops it before anything is written."""
-    raw = _raw(Path(data_dir).expanduser())
-    missing = [f"{f}.gz" for f in FILES if not (raw / f"{f}.gz").is_file() and not (raw / f).is_file()]
-    if missing:
-        raise _missing_error(Path(data_dir).expanduser(), missing)
+    """Raise one UserError unless the four files are in data_dir (archived or not) and sound: each
+    archive decompresses (into the cache the load then uses), each IDX file has the right magic,
+    shape and length, each split as many labels as images, labels within 0..9. Called before a run
+    starts, so missing or damaged data stops it before anything is written."""
+    data_dir = Path(data_dir).expanduser()
+    root, temporary = _decoded_root(data_dir)
+    try:
+        problems = _idx_problems(_raw(root), _raw(data_dir), gz=root != data_dir)
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+    if problems:
+        raise UserError("\n".join(problems) + f"\n{_fix(data_dir)}")
+
+
+def check_data(experiments, data_dir: str | Path | None, *, download: bool = False) -> None:
+    """Before a run: the data every `train` experiment of `experiments` will read is present and
+    sound (check_available), each location checked once. Shipped datasets are read from the
+    package, so a suite that uses only those needs no data directory. With `download`, a data
+    directory that lacks files is left to the download (torchvision md5-checks what it fetches)."""
+    roots = []
+    for exp in experiments:
+        if exp.spec.kind != "train":
+            continue
+        shipped = datasets.SHIPPED.get(exp.spec.dataset)
+        root = shipped.root if shipped else resolve_data_dir(data_dir)
+        if shipped is None and download and not all((_raw(root) / f"{f}.gz").is_file() for f in FILES):
+            continue
+        if root not in roots:
+            roots.append(root)
+    for root in roots:
+        check_available(root)
+
+
+def dataset_root(dataset: str, data_dir: str | Path | None) -> Path:
+    """Where a dataset is read from: a shipped one from the package, the full set from the data directory."""
+    shipped = datasets.SHIPPED.get(dataset)
+    return shipped.root if shipped else resolve_data_dir(data_dir)
+
+
+def _fix(data_dir: Path) -> str:
+    if any(Path(data_dir).resolve() == s.root for s in datasets.SHIPPED.values()):
+        return ("To fix: this sample ships with harness and is damaged; restore it "
+                "(`git checkout -- harness/train/fashion_mnist_sample` in a checkout, else reinstall harness).")
+    return ("To fix: replace the file with a good copy (the four files of FashionMNIST/raw/ from a machine that "
+            "has them), or delete it and run once with --download on a machine with internet access.")
+
+
+_MAGIC = {"images": 0x0803, "labels": 0x0801}  # IDX: unsigned bytes, 3 dims / 1 dim
+
+
+def _idx_problems(decoded: Path, source: Path, *, gz: bool) -> list[str]:
+    """What is wrong with the uncompressed IDX files in `decoded`, each naming its file in `source`.
+
+    Reads headers and file sizes only, and the labels (60 kB): no image is decoded."""
+    problems = []
+    for prefix in ("train", "t10k"):
+        counts = {}
+        for what, name in (("images", f"{prefix}-images-idx3-ubyte"), ("labels", f"{prefix}-labels-idx1-ubyte")):
+            shown = source / (f"{name}.gz" if gz else name)
+            path = decoded / name
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                head = fh.read(16 if what == "images" else -1)
+            dims = 3 if what == "images" else 1
+            header = 4 + 4 * dims
+            if size < header:
+                problems.append(f"{shown}: {size} bytes, too short for an IDX header: damaged or not an IDX file")
+                continue
+            magic, *shape = (int.from_bytes(head[i:i + 4], "big") for i in range(0, header, 4))
+            if magic != _MAGIC[what]:
+                problems.append(f"{shown}: IDX magic {magic:#010x}, expected {_MAGIC[what]:#010x} "
+                                f"(unsigned bytes, {dims} dimension{'s' if dims > 1 else ''}): not a Fashion-MNIST {what} file")
+                continue
+            if what == "images" and tuple(shape[1:]) != IMAGE_SIZE:
+                problems.append(f"{shown}: images of {shape[1]}x{shape[2]} pixels, expected 28x28")
+                continue
+            expected = header + shape[0] * (IMAGE_SIZE[0] * IMAGE_SIZE[1] if what == "images" else 1)
+            if size != expected:
+                problems.append(f"{shown}: {size:,} bytes decoded, but its header says {shape[0]:,} {what} "
+                                f"({expected:,} bytes): truncated or padded")
+                continue
+            if what == "labels" and shape[0] and max(head[header:]) >= len(CLASSES):
+                problems.append(f"{shown}: label {max(head[header:])} outside 0..{len(CLASSES) - 1}")
+                continue
+            counts[what] = shape[0]
+        if len(counts) == 2 and counts["images"] != counts["labels"]:
+            problems.append(f"{source / (f'{prefix}-labels-idx1-ubyte' + ('.gz' if gz else ''))}: "
+                            f"{counts['labels']:,} labels, but {prefix}-images-idx3-ubyte has {counts['images']:,} images")
+    return problems
 
 
 def _decoded_root(data_dir: Path) -> tuple[Path, bool]:
@@ -109,12 +199,21 @@ def _decoded_root(data_dir: Path) -> tuple[Path, bool]:
         return root, False
     except OSError:  # no writable cache (read-only home, full disk): decompress for this load only
         root = Path(tempfile.mkdtemp(prefix="harness-fashion-mnist-"))
-        _decompress_all(raw, _raw(root))
+        try:
+            _decompress_all(raw, _raw(root))
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         return root, True
 
 
 def _decompress_all(src: Path, dst: Path) -> None:
+    """Decompress the archives of src into dst; one UserError naming every archive that fails (a
+    damaged archive: truncated, corrupt, not gzip). Only complete, CRC-checked files are written, and
+    none of this call's are kept when one fails (dst is keyed by all four archives: it would never be
+    used again)."""
     dst.mkdir(parents=True, exist_ok=True)
+    damaged, written = [], []
     for f in FILES:
         if (dst / f).is_file():
             continue
@@ -122,15 +221,21 @@ def _decompress_all(src: Path, dst: Path) -> None:
             with gzip.open(src / f"{f}.gz", "rb") as gz:
                 data = gz.read()
         except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{src / f}.gz: cannot decompress ({e}); replace it with a good copy") from e
+            damaged.append(f"{src / f}.gz: cannot decompress ({e or type(e).__name__}): a damaged archive")
+            continue
         # write then rename: a concurrent or interrupted load never sees a half-written file
         fd, tmp = tempfile.mkstemp(dir=dst, prefix=f".{f}.")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             os.replace(tmp, dst / f)
+            written.append(dst / f)
         finally:
             Path(tmp).unlink(missing_ok=True)
+    if damaged:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise UserError("\n".join(damaged) + f"\n{_fix(src.parents[1])}")
 
 
 def _digest(*tensors: torch.Tensor) -> str:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from harness.core.kinds import Kind, SpecBase, register_kind
 from harness.core.registry import unknown_name_message
+from harness.train.datasets import SHIPPED
 
 
 class TrainSpec(SpecBase):
@@ -18,7 +19,9 @@ class TrainSpec(SpecBase):
     kind: Literal["train"]
     model: str
     model_args: dict[str, Any] = {}
-    dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    # fashion_mnist: the full set from the data directory; fashion_mnist_sample: 2,000 + 1,000 examples
+    # shipped in the package (harness.train.datasets)
+    dataset: Literal["fashion_mnist", "fashion_mnist_sample"] = "fashion_mnist"
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(10, ge=1, le=10_000)
     optimizer: Literal["sgd"] = "sgd"
@@ -43,12 +46,18 @@ SPEED_OPTIONS = {"precision": "fp32", "channels_last": False, "compile": "none",
 
 def check_train(spec: TrainSpec, where: str) -> list[tuple[str, str]]:
     """The model against the model registry and its factory's arguments; speed options only in
-    fast mode."""
+    fast mode; limits within a shipped dataset's size."""
     import inspect
 
     from harness.models import MODELS
 
     problems = []
+    shipped = SHIPPED.get(spec.dataset)
+    for field, size, split in (("train_limit", shipped and shipped.train, "training"),
+                               ("val_limit", shipped and shipped.val, "validation")):
+        if size and (getattr(spec, field) or 0) > size:
+            problems.append((f"{where}.{field}", f"{getattr(spec, field)}: dataset {spec.dataset} has {size:,} "
+                             f"{split} images (use at most {size}, or dataset: fashion_mnist for the full set)"))
     if spec.determinism == "strict":
         for field, off in SPEED_OPTIONS.items():
             if getattr(spec, field) != off:
@@ -140,7 +149,7 @@ def _train_tasks(exp, device):
 def describe_train(spec: TrainSpec) -> tuple[int, str]:
     limit = f", first {spec.train_limit}/{spec.val_limit or 'all'} images" if spec.train_limit else ""
     return 1, (f"model {spec.model} {'x'.join(map(str, spec.input_size))}, {spec.epochs} epochs, "
-               f"batch {spec.batch_size}, lr {spec.lr}, {spec.precision}{limit}")
+               f"batch {spec.batch_size}, lr {spec.lr}, {spec.precision}, {spec.dataset}{limit}")
 
 
 TRAIN = register_kind(Kind("train", TrainSpec, _train_tasks, check_train, describe=describe_train))

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from harness.core import determinism, envinfo, telemetry
 from harness.models import create_model
 from harness.core.kinds import Task
-from harness.train import checkpoint, plots
+from harness.train import checkpoint, datasets, plots
 from harness.train import mfu
-from harness.train.data import (eval_batches, load_fashion_mnist, memory_budget, prepare, resolve_data_dir, to_input,
+from harness.train.data import (dataset_root, eval_batches, load_fashion_mnist, memory_budget, prepare, to_input,
                                 train_batches)
 
-_DATA_CACHE: dict = {}  # (dir, device, limits) -> FashionMNIST: loaded once per invocation
+_DATA_CACHE: dict = {}  # (root, device, limits) -> FashionMNIST: loaded once per invocation
 _PREPARED: dict = {}  # (data, resize) -> the data resized once, or None when it did not fit
 
 
@@ -36,18 +36,20 @@ def train_tasks(exp, device) -> list[Task]:
     spec = exp.spec
     fields = {"family": "train", "variant": spec.model, "size": "x".join(map(str, spec.input_size)),
               "dtype": {"fp32": "float32", "tf32": "tf32", "bf16": "bfloat16"}[spec.precision],
-              "config": json.dumps({"model_args": spec.model_args, "resize": spec.resize}),
+              "config": json.dumps({"model_args": spec.model_args, "resize": spec.resize, "dataset": spec.dataset}),
               "model": spec.model, "epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr,
               "resize": "x".join(map(str, spec.input_size)), "precision": spec.precision}
     return [Task(fields, {"model": spec.model}, partial(train, exp, device))]
 
 
 def load_data(spec, device, data_dir, download=False):
-    root = resolve_data_dir(data_dir)
+    """The spec's dataset: a shipped one (fashion_mnist_sample) from the package whatever data_dir
+    is, never downloaded; the full set from data_dir (--data-dir, $HARNESS_DATA_DIR, the default)."""
+    root = dataset_root(spec.dataset, data_dir)
     key = (str(root), str(device), spec.train_limit, spec.val_limit)
     if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = load_fashion_mnist(root, device, train_limit=spec.train_limit,
-                                              val_limit=spec.val_limit, download=download)
+        _DATA_CACHE[key] = load_fashion_mnist(root, device, train_limit=spec.train_limit, val_limit=spec.val_limit,
+                                              download=download and datasets.needs_data_dir(spec.dataset))
     return _DATA_CACHE[key]
 
 
@@ -73,7 +75,7 @@ def prepared_data(spec, device, data, ctx):
 def train(exp, device, ctx) -> dict:
     spec = exp.spec
     data = load_data(spec, device, ctx.data_dir, ctx.download)
-    ctx.dataset("fashion_mnist", data.digest, str(data.source), "train+val")
+    ctx.dataset(spec.dataset, data.digest, str(data.source), "train+val")  # the name says which set, the digest which data
     data = prepared_data(spec, device, data, ctx)
     _speed_settings(spec)
     determinism.seed_everything(spec.seed)
