@@ -139,6 +139,9 @@ def test_ctrl_c_before_the_first_row_leaves_a_run_that_reports_and_resumes(tmp_p
     assert len(results.load(run_dir)) == 0
     assert {r.info.status for r in _runs(f"sqlite:///{out.resolve() / 'mlflow.db'}", "early")} == {"KILLED"}
 
+    alone = run_cli("report", out / "early", cwd=tmp_path)  # only the interrupted run: said so, exit 2
+    assert alone.returncode == 2 and "no finished rows yet: the 1 run(s) found stopped before their first row" \
+        in alone.stderr and "Traceback" not in alone.stderr, alone.stderr
     report = run_cli("report", out, cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     dash = run_cli("dashboard", out, "--out", tmp_path / "site", cwd=tmp_path)

@@ -120,7 +120,7 @@ def load_runs(paths: list[Path], suite: str | None = None, since: str | None = N
     when = parse_since(since)
     frames = [df for _, df in _scan(paths, suite)]
     frame = pd.concat([df for df in frames if len(df)] or frames, ignore_index=True)
-    return select(frame, suite, when, where=", ".join(map(str, paths)) or "results")
+    return select(frame, suite, when, where=", ".join(map(str, paths)) or "results", runs=len(frames))
 
 
 def load_mlflow(tracking_uri: str, suite: str | None = None, since: str | None = None):
@@ -131,9 +131,12 @@ def load_mlflow(tracking_uri: str, suite: str | None = None, since: str | None =
     return select(search_results(tracking_uri, suite), suite, when, where=tracking_uri)
 
 
-def select(df, suite: str | None, since: dt.datetime | None, where: str):
+def select(df, suite: str | None, since: dt.datetime | None, where: str, runs: int = 0):
     """Rows of `suite` and of runs started at or after `since`; an empty selection is an input error."""
     suites = sorted(set(df["suite"].dropna()))
+    if df.empty and runs:
+        raise UserError(f"{where}: no finished rows yet: the {runs} run(s) found stopped before their first "
+                        f"row; continue one with `python -m harness run SUITE --resume RUN_DIR`")
     if suite is not None:
         df = df[df["suite"] == suite]
     if since is not None and len(df):

@@ -40,7 +40,8 @@ def build(paths: list[Path], out_dir: Path, suite: str | None = None, since: str
         steps_csv = (path if path.is_dir() else path.parent) / "steps.csv"
         if steps_csv.is_file() and len(rows):
             steps.append(pd.read_csv(steps_csv).assign(run_id=rows["run_id"].iloc[0]))
-    df = compare.select(pd.concat(df, ignore_index=True), suite, when, where=", ".join(map(str, paths)) or "results")
+    df = compare.select(pd.concat(df, ignore_index=True), suite, when, where=", ".join(map(str, paths)) or "results",
+                        runs=len(df))
     df = compare.prepared(df)
     steps = pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(columns=["run_id", "experiment", "seed"])
     sections = [*_kernel_scaling(df), _training_curves(df, steps), _throughput_memory(df),
