@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
 
     device = runner.resolve_device(args.device)
     if any(e.spec.kind == "train" for e in suite.experiments):
-        from harness.train.data import check_data  # present and sound, before anything is written
+        from harness.train.datacheck import check_data  # present and sound, before anything is written
 
         check_data(suite.experiments, args.data_dir, download=args.download)
     from harness.track import make_tracker

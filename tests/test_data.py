@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness.core.errors import UserError
-from harness.train import data, datasets
+from harness.train import data, datacheck, datasets
 from harness.train.data import (
     eval_batches,
     load_fashion_mnist,
@@ -417,24 +417,24 @@ def test_every_damaged_file_is_named_in_one_message(fmnist_dir: Path, _private_c
     raw = fmnist_dir / "FashionMNIST" / "raw"
     expected = [_label_count(raw)[0], _wrong_shape(raw)[0]]
     with pytest.raises(UserError) as err:
-        data.check_available(fmnist_dir)
+        datacheck.check_available(fmnist_dir)
     assert all(m in str(err.value) for m in expected), str(err.value)
     raw2 = write_fashion_mnist(fmnist_dir.parent / "two") / "FashionMNIST" / "raw"
     expected = [_truncate_archive(raw2)[0], _corrupt_archive(raw2)[0]]
     cached = set(_private_cache.rglob("*-ubyte"))
     with pytest.raises(UserError) as err:
-        data.check_available(raw2.parents[1])
+        datacheck.check_available(raw2.parents[1])
     assert all(m in str(err.value) for m in expected), str(err.value)
     assert set(_private_cache.rglob("*-ubyte")) == cached  # the two sound archives' files were not kept
 
 
 def test_sound_data_passes_the_check_uncompressed_too(tmp_path: Path, fmnist_dir: Path) -> None:
-    data.check_available(fmnist_dir)
-    data.check_available(write_fashion_mnist(tmp_path / "plain", gz=False))
+    datacheck.check_available(fmnist_dir)
+    datacheck.check_available(write_fashion_mnist(tmp_path / "plain", gz=False))
     plain = tmp_path / "plain" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
     plain.write_bytes(plain.read_bytes()[:-1])
     with pytest.raises(UserError, match=f"{plain}: .* truncated or padded"):
-        data.check_available(tmp_path / "plain")
+        datacheck.check_available(tmp_path / "plain")
 
 
 # --- the sample shipped in the package (dataset fashion_mnist_sample) -----------------------------
@@ -477,8 +477,8 @@ def test_the_sample_is_read_from_the_package_whatever_the_data_dir(tmp_path: Pat
           - {name: m, kind: train, model: lenet, dataset: fashion_mnist_sample}
           - {name: k, kind: kernel, kernel: corr2d, variants: [native], sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
     """)
-    data.check_data(suite.experiments, tmp_path / "nowhere")  # needs no data directory
-    data.check_data(suite.experiments, None, download=True)
+    datacheck.check_data(suite.experiments, tmp_path / "nowhere")  # needs no data directory
+    datacheck.check_data(suite.experiments, None, download=True)
     assert not (tmp_path / "nowhere").exists()
     ds = loop.load_data(suite.experiments[0].spec, torch.device("cpu"), str(tmp_path / "nowhere"), download=True)
     assert (len(ds.train), len(ds.val)) == (SAMPLE.train, SAMPLE.val) == (2000, 1000)
@@ -495,9 +495,9 @@ def test_the_full_set_still_needs_its_data_dir(tmp_path: Path) -> None:
           - {name: full, kind: train, model: lenet}
     """)
     with pytest.raises(UserError, match=f"Fashion-MNIST not found in {tmp_path / 'nowhere' / 'FashionMNIST' / 'raw'}"):
-        data.check_data(suite.experiments, tmp_path / "nowhere")
-    data.check_data(suite.experiments, tmp_path / "nowhere", download=True)  # missing files: left to the download
-    data.check_data(suite.experiments, write_fashion_mnist(tmp_path / "data"))
+        datacheck.check_data(suite.experiments, tmp_path / "nowhere")
+    datacheck.check_data(suite.experiments, tmp_path / "nowhere", download=True)  # missing files: left to the download
+    datacheck.check_data(suite.experiments, write_fashion_mnist(tmp_path / "data"))
 
 
 def test_a_damaged_sample_says_how_to_restore_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -510,7 +510,7 @@ def test_a_damaged_sample_says_how_to_restore_it(tmp_path: Path, monkeypatch: py
     gz.write_bytes(gz.read_bytes()[:100])
     suite = _suite(tmp_path, "suite: s\nexperiments:\n  - {name: m, kind: train, model: lenet, dataset: fashion_mnist_sample}\n")
     with pytest.raises(UserError) as err:
-        data.check_data(suite.experiments, None)
+        datacheck.check_data(suite.experiments, None)
     assert f"{gz}: cannot decompress" in str(err.value)
     assert "this sample ships with harness and is damaged" in str(err.value)
     assert "git checkout -- harness/train/fashion_mnist_sample" in str(err.value)
