@@ -100,9 +100,10 @@ def cmd_run(args) -> int:
                        max_experiments=args.max_experiments)  # all input checks first
     if args.resume is not None and not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run directory")
-    _check_out(args.out)
+    from harness.run import rundir, runner
+
+    rundir.check_out_root(args.out)
     prepare_process()  # before CUDA starts
-    from harness.run import runner
 
     device = runner.resolve_device(args.device)
     if any(e.spec.kind == "train" for e in suite.experiments):
@@ -112,13 +113,9 @@ def cmd_run(args) -> int:
     from harness.track import make_tracker
 
     uri = args.tracking_uri
-    if args.resume is not None:
-        from harness.run.rundir import check_tracking_mode, recorded_state
-
-        state = recorded_state(args.resume)
-        if state:
-            check_tracking_mode(args.resume, state.get("parent_run_id") or "", not args.no_tracking)
-        uri = uri or _resumed_store(state)
+    if args.resume is not None:  # the same tracking mode; by default the same store
+        recorded = rundir.resumed_store(args.resume, tracking=not args.no_tracking)
+        uri = uri or recorded
     tracker = make_tracker(not args.no_tracking, uri, args.out, create=args.resume is None)
     try:
         outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
@@ -148,30 +145,6 @@ def cmd_run(args) -> int:
               f"the results are complete, and `python -m harness sync {outcome.run_dir}` logs the journal "
               f"into MLflow", file=sys.stderr)
     return outcome.exit_code
-
-
-def _check_out(out: Path) -> None:
-    """--out must be a directory this process can write, or creatable as one: checked before
-    anything is created."""
-    import os
-
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file, not a directory; give a results directory (default: results/)")
-    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"--out {out}: {existing} is a file, not a directory; give a results directory")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
-
-
-def _resumed_store(state: dict) -> str | None:
-    """The store a resumed run was tracked in (its state.json), unless $MLFLOW_TRACKING_URI says otherwise."""
-    import os
-
-    uri = state.get("tracking_uri") or None
-    if os.environ.get("MLFLOW_TRACKING_URI") or not isinstance(uri, str) or "***" in uri:
-        return None
-    return uri
 
 
 def _stopped(e: BaseException, args, tracker) -> str:

@@ -86,6 +86,35 @@ def recorded_state(path: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
+def check_out_root(out: Path) -> None:
+    """`--out` must be a directory this process can write, or creatable as one: checked before
+    anything is created."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a directory; give a results directory (default: results/)")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a directory; give a results directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
+
+
+def resumed_store(path: Path, tracking: bool) -> str | None:
+    """Before `--resume` opens a store: the run is resumed the way it was made (tracked or not), and
+    the store it was tracked in (its state.json) is the default, unless $MLFLOW_TRACKING_URI says
+    otherwise or the recorded URI had its password redacted."""
+    import os
+
+    state = recorded_state(path)
+    if state:
+        check_tracking_mode(path, state.get("parent_run_id") or "", tracking)
+    uri = state.get("tracking_uri") or None
+    if os.environ.get("MLFLOW_TRACKING_URI") or not isinstance(uri, str) or "***" in uri:
+        return None
+    return uri
+
+
 def check_tracking_mode(path: Path, parent_run_id: str, tracking: bool) -> None:
     """A run is resumed the way it was made: tracked in MLflow, or with --no-tracking."""
     offline = not parent_run_id or parent_run_id.startswith("offline:")
