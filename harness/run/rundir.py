@@ -7,6 +7,7 @@ invocation (even a killed one) leaves the rows of every finished experiment behi
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
@@ -34,6 +35,20 @@ class RunDir:
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
         return self.path / "checkpoints" / experiment_id.replace("/", "_")
+
+    def drop_checkpoint(self, experiment_id: str) -> None:
+        """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
+        import shutil
+
+        shutil.rmtree(self.checkpoint_dir(experiment_id), ignore_errors=True)
+        with contextlib.suppress(OSError):  # only if empty
+            (self.path / "checkpoints").rmdir()
+
+    def with_kept(self, rows: list[dict]) -> list[dict]:
+        """The rows to write: those reached this time, plus rows an earlier invocation finished that this
+        one was interrupted before reaching again (so an early interruption of a resume loses none)."""
+        seen = {task_key(r["experiment"], r["variant"], r["size"]) for r in rows}
+        return rows + [r for key, r in self.done.items() if key not in seen]
 
     def save_state(self) -> None:
         results.atomic_write_json(self.path / "state.json", {

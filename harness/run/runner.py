@@ -9,7 +9,6 @@ Exit code: 0 all ok, 1 a row failed or diverged.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -154,7 +153,7 @@ def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
         finally:
             tracker.close()
     if run is not None and run.path.is_dir():
-        e.run_dir, e.rows = run.path, len(_all_rows(run, rows))
+        e.run_dir, e.rows = run.path, len(run.with_kept(rows))
 
 
 def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, keep_checkpoints) -> None:
@@ -208,7 +207,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
                     tracker.log_metrics(child, added)
             _save_progress(run, rows, steps)  # after every experiment: a killed run keeps these rows
             if exp.spec.kind == "train" and not keep_checkpoints:
-                _drop_checkpoint(run, exp.id)
+                run.drop_checkpoint(exp.id)
             if fail_fast and any(r["status"] in BAD for r in new_rows):
                 console.print("[red]--fail-fast: stopping after the first failure[/red]")
                 return
@@ -224,22 +223,6 @@ def _save_steps(run_dir: Path, steps: list[dict]) -> None:
         import pandas as pd
 
         results.atomic_write(run_dir / "steps.csv", lambda p: pd.DataFrame(steps).to_csv(p, index=False))
-
-
-def _drop_checkpoint(run, experiment_id: str) -> None:
-    """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
-    import shutil
-
-    shutil.rmtree(run.checkpoint_dir(experiment_id), ignore_errors=True)
-    with contextlib.suppress(OSError):  # only if empty
-        (run.path / "checkpoints").rmdir()
-
-
-def _all_rows(run, rows: list[dict]) -> list[dict]:
-    """The rows to write: those reached this time, plus rows an earlier invocation finished that this
-    one was interrupted before reaching again (so an early interruption of a resume loses none)."""
-    seen = {rundir.task_key(r["experiment"], r["variant"], r["size"]) for r in rows}
-    return rows + [r for key, r in run.done.items() if key not in seen]
 
 
 def _check_same_tracking(run, tracker) -> None:
@@ -321,7 +304,7 @@ def _write(run, rows, steps, env) -> None:
     saved = run.path / "env.json"
     env = (json.loads(saved.read_text()) if saved.is_file() else env) | {"load_avg_end": _load_avg()}
     results.atomic_write_json(saved, env)
-    df = results.save(_all_rows(run, rows), run.path)
+    df = results.save(run.with_kept(rows), run.path)
     _save_steps(run.path, steps)
     results.atomic_write_text(run.path / "report.md", report.run_report(df, env, steps))
 
