@@ -210,3 +210,22 @@ def test_null_tracker_does_nothing_and_does_not_import_mlflow(tmp_path):
     t.close()
     code = "import harness.run.null, sys; assert 'mlflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_find_run_finds_children_whose_names_hold_quotes(mlflow_uri, tmp_path):
+    """Matrix runs over model_args are named like lenet[act='relu']: MLflow's filter grammar cannot
+    quote them, and a sync that did not find them would log them twice."""
+    from harness.track.tracking import MlflowTracker
+
+    tracker = MlflowTracker(mlflow_uri, tmp_path / "artifacts")
+    parent = tracker.start("quotes", "run-1", params={}, tags={})
+    names = ["lenet[act='relu']/train/28x28", "lenet[act='sigmoid']/train/28x28", "it's/x/y"]
+    ids = {name: tracker.start_child(name, params={}, tags={}) for name in names}
+    other = tracker.start_child("lenet[act=relu]/train/28x28", params={}, tags={})
+    for name, run_id in ids.items():
+        assert tracker.find_run("quotes", name, parent).info.run_id == run_id
+    assert tracker.find_run("quotes", "lenet[act=relu]/train/28x28", parent).info.run_id == other
+    assert tracker.find_run("quotes", "lenet[act='tanh']/train/28x28", parent) is None
+    assert tracker.find_run("quotes", "run-1").info.run_id == parent
+    assert tracker.find_run("quotes", "lenet[act='relu']/train/28x28") is None  # not a parent run
+    tracker.close()

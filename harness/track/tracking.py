@@ -210,14 +210,24 @@ class MlflowTracker:
         exp = self.client.get_experiment_by_name(suite)
         if exp is None:
             return None
-        quoted = name.replace("'", "\\'")
-        query = f"attributes.run_name = '{quoted}'"
-        if parent_run_id:  # a child's name repeats in every invocation of its suite
-            query += f" and tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'"
-        for run in self.client.search_runs([exp.experiment_id], query, max_results=1000):
-            if run.data.tags.get(PARENT_RUN_TAG) == parent_run_id:
-                return run
-        return None
+        # MLflow's filter grammar has no escape for a quote inside a string (a child named after
+        # model_args such as lenet[act='relu'] is not found by name): children are looked up by their
+        # parent tag and matched by name here; parents are named after run directories (no quotes).
+        if parent_run_id:
+            query = f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'"
+        elif "'" not in name:
+            query = f"attributes.run_name = '{name}'"
+        else:
+            query = ""
+        token = None
+        while True:
+            page = self.client.search_runs([exp.experiment_id], query, max_results=1000, page_token=token)
+            for run in page:
+                if run.info.run_name == name and run.data.tags.get(PARENT_RUN_TAG) == parent_run_id:
+                    return run
+            token = page.token
+            if not token:
+                return None
 
     def adopt(self, suite: str, run_id: str, parent: bool) -> None:
         """Log into an existing run of the suite's experiment, as if this tracker had opened it."""
