@@ -120,3 +120,18 @@ def test_a_root_of_damaged_files_only_says_so(tmp_path):
     assert len(warnings(proc.stderr.rsplit("error: ", 1)[0])) == len(DAMAGED)
     assert (f"error: {tmp_path / 'results'}: no readable results ({len(DAMAGED)} results file(s) skipped, "
             f"named above)") in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage\n\x00\x01", b"a,b\n1,2\n", b"",
+                                     b"experiment,seed,step,metric,value\nlenet,1,one,val_acc,x\n"])
+def test_dashboard_warns_of_a_damaged_steps_file_and_draws_the_rest(tmp_path, content):
+    root = tmp_path / "results"
+    dirs = write_runs(root)
+    damaged = next(d for d in dirs.values() if (d / "steps.csv").is_file())
+    (damaged / "steps.csv").write_bytes(content)
+    proc = run_cli("dashboard", root, "--out", tmp_path / "site")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"warning: {damaged / 'steps.csv'}: cannot be read (") and "left out" in line, line
+    assert "Training curves" in (tmp_path / "site" / "index.html").read_text()

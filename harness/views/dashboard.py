@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from html import escape
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def build(paths: list[Path], out_dir: Path, suite: str | None = None, since: str
         df.append(rows)
         steps_csv = (path if path.is_dir() else path.parent) / "steps.csv"
         if steps_csv.is_file() and len(rows):
-            steps.append(pd.read_csv(steps_csv).assign(run_id=rows["run_id"].iloc[0]))
+            run_steps = _read_steps(steps_csv)
+            if run_steps is not None:
+                steps.append(run_steps.assign(run_id=rows["run_id"].iloc[0]))
     df = compare.select(pd.concat(df, ignore_index=True), suite, when, where=", ".join(map(str, paths)) or "results",
                         runs=len(df))
     df = compare.prepared(df)
@@ -106,6 +109,28 @@ def _kernel_scaling(df) -> list:
                     "Markers: every size point (median over runs and seeds; hover for the full size); lines: "
                     "median over the sizes with the same input.", _layout(fig)))
     return out
+
+
+STEP_COLUMNS = ("experiment", "seed", "step", "metric", "value")
+
+
+def _read_steps(path: Path):
+    """A run's steps.csv, or None (warned, its curves left out) when it cannot be read: a damaged
+    file must not cost the dashboard of every other run."""
+    import pandas as pd
+
+    try:
+        steps = pd.read_csv(path)
+        missing = [c for c in STEP_COLUMNS if c not in steps.columns]
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)}")
+        steps["step"] = pd.to_numeric(steps["step"], errors="raise")
+        steps["value"] = pd.to_numeric(steps["value"], errors="raise")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:  # EmptyDataError is a ValueError
+        print(f"warning: {path}: cannot be read ({type(e).__name__}: {str(e).strip()[:200]}); its training "
+              f"curves are left out", file=sys.stderr)
+        return None
+    return steps
 
 
 def _train_steps(df, steps):
