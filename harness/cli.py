@@ -103,6 +103,13 @@ def cmd_run(args) -> int:
     from harness.run import rundir, runner
 
     rundir.check_out_root(args.out)
+    uri = args.tracking_uri
+    if args.resume is not None:  # the same tracking mode; by default the same store
+        uri = uri or rundir.resumed_store(args.resume, tracking=not args.no_tracking)
+    if not args.no_tracking:  # one SQLite file is no store for many processes at once (exit 2)
+        from harness.track.store import many_writers, refuse_shared_sqlite
+
+        refuse_shared_sqlite(uri, many_writers(getattr(args, "shard", None)), args.out)
     prepare_process()  # before CUDA starts
 
     device = runner.resolve_device(args.device)
@@ -112,10 +119,6 @@ def cmd_run(args) -> int:
         check_data(suite.experiments, args.data_dir, download=args.download)
     from harness.track import make_tracker
 
-    uri = args.tracking_uri
-    if args.resume is not None:  # the same tracking mode; by default the same store
-        recorded = rundir.resumed_store(args.resume, tracking=not args.no_tracking)
-        uri = uri or recorded
     tracker = make_tracker(not args.no_tracking, uri, args.out, create=args.resume is None)
     try:
         outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,

@@ -14,8 +14,18 @@ store created safely.
 - **HTTP(S)** (`mlflow server`): one request with a short timeout; no answer is a UserError at once
   instead of minutes of MLflow's retries. MLflow's own retries during a run are shortened too
   (unless the user set them), since a failing call no longer stops the run (harness.run.journal).
-- Other stores (PostgreSQL, MySQL URIs, file stores) are opened by MLflow as they are; a failure to
-  open one is reported the same way.
+- **PostgreSQL** (`postgresql+psycopg://user@host:5432/db`, the driver from `pip install
+  'harness[postgres]'`): the driver is checked first (`postgresql://` alone means psycopg2 to
+  SQLAlchemy: without it the message gives the `postgresql+psycopg://` spelling to use, here and
+  for `mlflow server`; the URI is not rewritten behind the user's back), then one connection with a
+  short timeout (MLflow itself retries for about 100 s), then MLflow opens it. Passwords are shown
+  as `***`. Artifacts of a direct database store stay under the client's results root (nothing else
+  is reachable without a server); a team shares a server instead (harness.track.tracking).
+- Other stores (MySQL URIs, file stores) are opened by MLflow as they are; a failure to open one is
+  reported the same way.
+- **Many writers**: `run --shard I/N` (N > 1), `launch`, or a world size above 1 would write into
+  one SQLite file from many processes (and machines) at once: `refuse_shared_sqlite` stops that
+  before anything is created, pointing at `--no-tracking` + `sync` or a tracking server.
 """
 from __future__ import annotations
 
@@ -47,7 +57,9 @@ def open_store(uri: str, *, create: bool = True, flag: str = "--tracking-uri") -
             os.environ.setdefault(k, v)
         _probe_http(uri, flag)
         return
-    _check_opens(uri, uri, flag)
+    elif scheme.partition("+")[0] in ("postgresql", "postgres"):
+        _probe_postgres(uri, flag)
+    _check_opens(uri, _redact(uri), flag)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -129,3 +141,83 @@ def _probe_http(uri: str, flag: str) -> None:
     raise UserError(f"{flag} {uri}: the tracking server does not answer ({why}, within {PROBE_TIMEOUT_S:.0f} s); "
                     f"start it (mlflow server --host ... --port ...) or fix the URI, or run with --no-tracking "
                     f"and log the run later with `python -m harness sync RUN_DIR`")
+
+
+def _redact(uri: str) -> str:
+    from harness.run.rundir import redact
+
+    return redact(uri)
+
+
+def _probe_postgres(uri: str, flag: str) -> None:
+    """The driver installed, then one connection within PROBE_TIMEOUT_S; a UserError otherwise."""
+    import importlib.util
+
+    scheme = urlsplit(uri).scheme
+    base, _, driver = scheme.lower().partition("+")
+    shown = _redact(uri)
+    fixed = _redact("postgresql+psycopg" + uri[len(scheme):])
+    install = "pip install 'harness[postgres]'"
+    if base == "postgres" or (driver in ("", "psycopg2") and importlib.util.find_spec("psycopg2") is None):
+        why = ("`postgres://` is not a scheme SQLAlchemy knows" if base == "postgres" else
+               f"`{scheme}://` means the psycopg2 driver to SQLAlchemy, and it is not installed")
+        raise UserError(f"{flag} {shown}: {why}; write {fixed} (the psycopg driver, from {install}); "
+                        f"`mlflow server --backend-store-uri` takes the same spelling")
+    if driver == "psycopg" and importlib.util.find_spec("psycopg") is None:
+        raise UserError(f"{flag} {shown}: the psycopg driver is not installed; {install}")
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
+                                          connect_args={"connect_timeout": int(PROBE_TIMEOUT_S)})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ImportError as e:  # psycopg present but unusable (no libpq, no binary wheel)
+        raise UserError(f"{flag} {shown}: the PostgreSQL driver cannot be loaded ({e}); {install}") from None
+    except Exception as e:  # noqa: BLE001 - sqlalchemy/psycopg: refused, unknown host, bad password, no database
+        first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{flag} {shown}: PostgreSQL does not answer or refuses the connection ({first[:300]}); "
+                        f"check the host, port, user and database (createdb), "
+                        f"or run with --no-tracking and log the run later with `python -m harness sync RUN_DIR`"
+                        ) from None
+
+
+def many_writers(shard=None, environ=os.environ) -> str:
+    """Why this `run` is one of many processes tracking at once ("" when it is not): a shard of more
+    than one (`--shard I/N`, given as "I/N", an (I, N) pair, or an object with `index` and `count`),
+    or a world size above 1 (WORLD_SIZE, set by torchrun)."""
+    if isinstance(shard, str):
+        index, _, count = shard.partition("/")
+    elif isinstance(shard, (tuple, list)) and len(shard) == 2:
+        index, count = shard
+    else:
+        index, count = getattr(shard, "index", "I"), getattr(shard, "count", 1)
+    parts = [f"--shard {index}/{count}"] if str(count).isdigit() and int(count) > 1 else []
+    world = str(environ.get("WORLD_SIZE", "")).strip()
+    if world.isdigit() and int(world) > 1:
+        parts.append(f"a world size of {world} (WORLD_SIZE, torchrun)")
+    return " with ".join(parts)
+
+
+def refuse_shared_sqlite(uri: str | None, why: str, out_root: Path, flag: str = "--tracking-uri") -> None:
+    """A UserError when `why` (many_writers, or e.g. "launch") says many processes would track at once
+    and the store is SQLite (`uri`; None: $MLFLOW_TRACKING_URI, else run's default under out_root):
+    one file on one machine, which concurrent writers lock each other out of and other machines do not
+    see. Called before anything is created."""
+    if not why:
+        return
+    source = f"{flag} "
+    if uri is None:
+        uri, source = os.environ.get("MLFLOW_TRACKING_URI"), "$MLFLOW_TRACKING_URI="
+    if uri is None:
+        uri, source = f"sqlite:///{Path(out_root).resolve() / 'mlflow.db'}", "the default store "
+    if urlsplit(uri).scheme.lower() != "sqlite":
+        return
+    raise UserError(
+        f"{why}: many processes would write live into one SQLite store ({source}{uri}) at once, which "
+        f"SQLite cannot take (writers lock each other out, and other machines do not see the file). Either "
+        f"run with --no-tracking and log the run directories afterwards with `python -m harness sync "
+        f"RUN_DIR...`, or give {flag} http://HOST:PORT, a tracking server the processes share (mlflow server "
+        f"--backend-store-uri postgresql+psycopg://USER@DBHOST/DB --artifacts-destination DIR)")

@@ -34,6 +34,7 @@ MAX_ENTITIES_PER_BATCH = 1000
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+_WARNED: set[str] = set()  # experiments whose artifacts stay on one machine, warned about once
 
 
 def default_tracking_uri(results_root: Path, create: bool = True) -> str:
@@ -95,13 +96,19 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str, artifact_root: Path, create: bool = True):
         """Checks the store first (harness.track.store): a missing SQLite store is created (unless
-        `create` is False), a broken or silent one is a UserError before anything is logged."""
+        `create` is False), a broken or silent one is a UserError before anything is logged.
+
+        Artifacts: through a tracking server (http(s)://), a new experiment gets no location from the
+        client, so the server's --artifacts-destination holds them (mlflow-artifacts:/, uploaded and read
+        through the server by every machine); with a store file or database URI they go under
+        `artifact_root` (the client's results root, file://), the only place such a client can write."""
         from harness.track.store import open_store
 
         open_store(tracking_uri, create=create)
         self.tracking_uri = tracking_uri
         self.artifact_root = Path(artifact_root)
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.via_server = tracking_uri.lower().startswith(("http://", "https://"))
         self.experiment_id = ""
         self.parent_run_id = ""
         self._open: list[str] = []  # in start order; close() ends children before the parent
@@ -239,9 +246,10 @@ class MlflowTracker:
     def _experiment_id(self, suite: str) -> str:
         exp = self.client.get_experiment_by_name(suite)
         if exp is None:
-            # Without an explicit artifact_location a SQLite store puts artifacts in ./mlruns.
-            self.artifact_root.mkdir(parents=True, exist_ok=True)
-            location = self.artifact_root.resolve().as_uri()
+            location = None  # a server: its --artifacts-destination (mlflow-artifacts:/), which every client reaches
+            if not self.via_server:  # a store file or database: without a location, artifacts go to ./mlruns
+                self.artifact_root.mkdir(parents=True, exist_ok=True)
+                location = self.artifact_root.resolve().as_uri()
             try:
                 return self.client.create_experiment(suite, artifact_location=location)
             except MlflowException:
@@ -249,6 +257,11 @@ class MlflowTracker:
                 exp = self.client.get_experiment_by_name(suite)
                 if exp is None:
                     raise
+        if self.via_server and exp.artifact_location.startswith("file:") and suite not in _WARNED:
+            _WARNED.add(suite)  # made by an older harness, or through the database directly
+            log.warning("MLflow experiment %r keeps its artifacts at %s, a folder on one machine, not on the "
+                        "server %s: other machines cannot read them (a new experiment name gets the "
+                        "server's artifact store)", suite, exp.artifact_location, self.tracking_uri)
         if exp.lifecycle_stage != "active":
             raise UserError(
                 f"MLflow experiment {suite!r} (id {exp.experiment_id}) is deleted in "
