@@ -38,13 +38,18 @@ from harness.suite.shard import Shard
 FILE = "launch.json"
 POLL_S = 1.0
 CANCEL_WAIT_S = 60.0
+# the settings of a launch recorded in launch.json, which `launch --resume` reuses (so refuses)
+FIXED = {k: f"--{k.replace('_', '-')}" for k in ("device", "seed", "max_experiments", "data_dir", "download",
+                                                "fail_fast", "keep_checkpoints", "no_tracking", "gpus_per_shard",
+                                                "partition", "time_min")} | {"select": "-k"}
 
 
 def from_cli(args) -> int:
     """`launch`'s arguments -> start or resume."""
     if args.resume is not None:
         given = [flag for flag, value in (("SUITE", args.suite), ("--shards", args.shards),
-                                          ("--launcher", args.launcher)) if value is not None]
+                                          ("--launcher", args.launcher), ("--out", args.out != Path("results")))
+                 if value] + [flag for k, flag in FIXED.items() if getattr(args, k) not in (None, False)]
         if given:
             raise UserError(f"launch --resume {args.resume}: takes the launch's own settings from its {FILE}; "
                             f"give no {', '.join(given)}")

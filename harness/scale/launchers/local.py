@@ -6,9 +6,10 @@ started a shard knows its exit status; another one (`launch --resume` after the 
 died) can only see whether the process still runs, and answers "unknown" once it has ended (launch
 then reads the shard's run directory).
 
-The CPUs are shared: unless OMP_NUM_THREADS is set already, each shard gets
-OMP_NUM_THREADS = max(1, CPUs // shards) so that N shards do not each start one thread per CPU
-(the `threads` results column records what torch used).
+The CPUs are shared: unless OMP_NUM_THREADS is set already, each of the job's `count` shards gets
+OMP_NUM_THREADS = max(1, CPUs // count), so that N shards do not each start one thread per CPU
+(the `threads` results column records what torch used). The launcher's options (GPUs, partition,
+time limit) mean nothing here and are ignored.
 """
 from __future__ import annotations
 
@@ -23,16 +24,13 @@ from harness.scale.launchers.base import Launcher, ShardJob
 class LocalLauncher(Launcher):
     name = "local"
 
-    def __init__(self, shards: int = 1, **_ignored):
-        """`shards`: how many run at once here (divides the CPUs); other options (gpus, partition,
-        time) mean nothing locally."""
-        self.threads = str(max(1, (os.cpu_count() or 1) // max(1, shards)))
+    def __init__(self, **_ignored):
         self._procs: dict[str, subprocess.Popen] = {}
         self._cancelled: set[str] = set()
 
     def submit(self, job: ShardJob) -> str:
         env = os.environ | job.env
-        env.setdefault("OMP_NUM_THREADS", self.threads)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // job.count)))
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log, "ab") as log:
             proc = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
