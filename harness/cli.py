@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
     if not args.no_tracking:  # one SQLite file is no store for many processes at once (exit 2)
         from harness.track.store import many_writers, refuse_shared_sqlite
 
-        refuse_shared_sqlite(uri, many_writers(getattr(args, "shard", None)), args.out)
+        refuse_shared_sqlite(uri, many_writers(shard), args.out)
     prepare_process()  # before CUDA starts
 
     device = runner.resolve_device(args.device)
@@ -149,7 +149,7 @@ def cmd_run(args) -> int:
           + (f", {noisy} noisy (IQR > 10% of the median: a busy machine?)" if noisy else "") + f" -> {outcome.run_dir}")
     print(f"report: {outcome.run_dir / 'report.md'}")
     if tracker.tracking_uri:
-        print(f"MLflow: {tracker.tracking_uri} (experiment {suite.name!r}, run {outcome.run_dir.name})")
+        print(f"MLflow: {rundir.redact(tracker.tracking_uri)} (experiment {suite.name!r}, run {outcome.run_dir.name})")
     if outcome.tracking_failures:
         print(f"warning: {len(outcome.tracking_failures)} MLflow calls failed (first: {outcome.tracking_failures[0]}); "
               f"the results are complete, and `python -m harness sync {outcome.run_dir}` logs the journal "

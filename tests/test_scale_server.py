@@ -33,9 +33,9 @@ experiments:
 
 
 def shard(i: int) -> list[str]:
-    """What makes process i (0-3 live, 4 offline) one of five machines sharing the suite: -k for now;
-    once `run --shard` exists: return ["--shard", f"{i + 1}/5"] (the assertions below hold either way)."""
-    return ["-k", [*LIVE, OFFLINE][i]]
+    """What makes process i (0-3 live, 4 offline) one of five machines sharing the suite: shard i of 5
+    (experiment i: the j-th experiment goes to shard j % 5)."""
+    return ["--shard", f"{i}/5"]
 
 
 def harness(*args, cwd: Path) -> subprocess.Popen:
@@ -198,4 +198,18 @@ def test_run_under_a_world_size_refuses_the_default_sqlite_store_before_creating
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("error: a world size of 2 (WORLD_SIZE, torchrun): many processes would write "
                                "live into one SQLite store (the default store sqlite:///"), p.stderr
+    assert "--no-tracking" in p.stderr and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("how", [["--shard", "1/2"], ["--shard", "auto"]])
+def test_run_as_a_shard_refuses_the_default_sqlite_store_before_creating_anything(tmp_path, how):
+    write_suite(tmp_path / "k.yaml", KERNEL)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_STEP": "1"}
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "k.yaml", *how, "--out", "results"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("error: --shard 1/2: many processes would write live into one SQLite store "
+                               "(the default store sqlite:///"), p.stderr
     assert "--no-tracking" in p.stderr and not (tmp_path / "results").exists()
