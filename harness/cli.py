@@ -93,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args) -> int:
+    from harness.core import distributed
     from harness.core.determinism import prepare_process
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, seed=args.seed, select=args.select,
-                       max_experiments=args.max_experiments)  # all input checks first
+                       max_experiments=args.max_experiments)  # all input checks first (every process)
     if args.resume is not None and not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run directory")
     from harness.run import rundir, runner
@@ -106,6 +107,11 @@ def cmd_run(args) -> int:
     prepare_process()  # before CUDA starts
 
     device = runner.resolve_device(args.device)
+    here = distributed.world()  # under torchrun: rank, world size; rank 0 alone writes and tracks
+    if here.size > 1:
+        from harness.train.ddp import check_world
+
+        check_world(suite, device, download=args.download)
     if any(e.spec.kind == "train" for e in suite.experiments):
         from harness.train.datacheck import check_data  # present and sound, before anything is written
 
@@ -116,23 +122,27 @@ def cmd_run(args) -> int:
     if args.resume is not None:  # the same tracking mode; by default the same store
         recorded = rundir.resumed_store(args.resume, tracking=not args.no_tracking)
         uri = uri or recorded
-    tracker = make_tracker(not args.no_tracking, uri, args.out, create=args.resume is None)
+    tracker = make_tracker(not args.no_tracking and here.writer, uri, args.out, create=args.resume is None)
     try:
-        outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
-                                   fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
-                                   resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
-                                   keep_checkpoints=args.keep_checkpoints)
+        with distributed.process_group(device):  # destroyed on every way out
+            outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
+                                       fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
+                                       resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
+                                       keep_checkpoints=args.keep_checkpoints)
     except KeyboardInterrupt as e:
         from harness.run import interrupt
 
         e = interrupt.as_interrupted(e)
-        print(f"interrupted ({e.name}): {_stopped(e, args, tracker)}", file=sys.stderr)
+        if here.writer:  # the other processes wrote nothing to report
+            print(f"interrupted ({e.name}): {_stopped(e, args, tracker)}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
         if getattr(e, "run_dir", None) is None:
             raise
         print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
         return 1
+    if not here.writer:
+        return outcome.exit_code
     bad = sum(r["status"] in runner.BAD for r in outcome.rows)
     noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
     print(f"{len(outcome.rows)} rows, {bad} failed or diverged"

@@ -32,6 +32,7 @@ class RunDir:
     old_steps: list[dict] = field(default_factory=list)  # per-step metrics of finished tasks (resume)
     resumed: bool = False
     tracking_uri: str = ""  # the store the MLflow runs are in ("" without tracking)
+    writer: bool = True  # False in data-parallel processes other than rank 0: they write nothing
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
         return self.path / "checkpoints" / experiment_id.replace("/", "_")
@@ -40,6 +41,8 @@ class RunDir:
         """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
         import shutil
 
+        if not self.writer:
+            return
         shutil.rmtree(self.checkpoint_dir(experiment_id), ignore_errors=True)
         with contextlib.suppress(OSError):  # only if empty
             (self.path / "checkpoints").rmdir()
@@ -51,6 +54,8 @@ class RunDir:
         return rows + [r for key, r in self.done.items() if key not in seen]
 
     def save_state(self) -> None:
+        if not self.writer:
+            return
         results.atomic_write_json(self.path / "state.json", {
             "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children,
             "tracking_uri": redact(self.tracking_uri)})
