@@ -159,12 +159,15 @@ def cmd_run(args) -> int:
 
 def _stopped(e: BaseException, args, tracker) -> str:
     """What an interrupted run left, and the exact command that continues it."""
+    import os
     import shlex
 
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "nothing was written (the run had not started)"
     cmd = ["python", "-m", "harness", "run", str(args.suite), "--resume", str(run_dir)]
+    if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":  # under torchrun: the same processes again (and its other options)
+        cmd[:2] = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}"]
     if args.device != "auto":
         cmd += ["--device", args.device]
     if args.no_tracking:

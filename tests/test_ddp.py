@@ -1,12 +1,14 @@
 """Data-parallel training under the real torchrun, on CPU with gloo (2 processes): bitwise repeatable
 at a fixed world size; world 1 against world 2 within the stated tolerance; only rank 0 writes (run
-directory, MLflow); what cannot run data-parallel exits 2 on every process. NCCL (CUDA) runs the
+directory, MLflow); what cannot run data-parallel exits 2; an interrupted run resumes under torchrun
+to the same fingerprint. NCCL (CUDA) runs the
 same code with another backend; it is not exercised here (no GPU in CI)."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -33,12 +35,17 @@ SUITE = """
 """
 
 
-def torchrun(*args, cwd, nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node=N -m harness ARGS`, the harness imported from this checkout."""
+def torchrun_command(*args) -> tuple[list[str], dict]:
+    """`torchrun --standalone --nproc_per_node=2 -m harness ARGS` and its environment: the harness
+    imported from this checkout."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "harness", *map(str, args)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "harness", *map(str, args)], env
+
+
+def torchrun(*args, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd, env = torchrun_command(*args)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -136,3 +143,30 @@ def test_what_cannot_run_data_parallel_exits_2(tmp_path):
     assert text.count("Traceback") == 1 and "ChildFailedError" in text  # torchrun's own, none of the harness
     assert not (tmp_path / "out").exists()
     assert files_under(tmp_path) == ["bad.yaml"]
+
+
+def test_an_interrupted_run_resumes_under_torchrun_to_the_same_fingerprint(tmp_path):
+    """SIGTERM to torchrun once epoch 1 of 3 is done: rank 0 writes what finished and the
+    checkpoint; both processes of the resumed run load it and end bitwise where an uninterrupted
+    run ends."""
+    suite = write_suite(tmp_path / "res.yaml", SUITE.replace("epochs: 2", "epochs: 3").replace("513", "2000")
+                        .replace("suite: ddp", "suite: res"))
+    args = ["run", suite, "--device", "cpu", "--no-tracking"]
+    whole = torchrun(*args, "--out", tmp_path / "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    cmd, env = torchrun_command(*args, "--out", tmp_path / "cut")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "lenet epoch 1/3" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) != 0
+    assert "Continue it with:\n  torchrun --nproc_per_node=2 -m harness run" in rest
+    (run_dir,) = (tmp_path / "cut" / "res").iterdir()
+    assert (run_dir / "checkpoints" / "lenet" / "last.pt").is_file()
+    resumed = torchrun(*args, "--out", tmp_path / "cut", "--resume", run_dir, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("lenet: resumed after epoch 1") == 1  # rank 0 says so; rank 1 loaded it quietly
+    (done,) = (tmp_path / "whole" / "res").iterdir()
+    assert results.load(run_dir).fingerprint.tolist() == results.load(done).fingerprint.tolist()

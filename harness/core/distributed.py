@@ -4,8 +4,8 @@
 processes per node and sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in each;
 `world()` reads them (a plain run is world size 1, rank 0, no process group). `process_group()`
 starts the group with NCCL on CUDA (one device per process: cuda:LOCAL_RANK) or gloo on CPU, and
-on every way out (return, exception, a signal's KeyboardInterrupt) waits for the others and
-destroys it. Rank 0 alone writes (docs/architecture.md, "Data-parallel runs").
+on every way out (return, exception, a signal's KeyboardInterrupt) destroys it, after waiting
+for the others where that cannot hang (see _barrier). Rank 0 alone writes (docs/architecture.md, "Data-parallel runs").
 
 No torch at import: `world()` reads the environment only.
 """
@@ -68,8 +68,8 @@ def backend_for(device: str) -> str:
 @contextlib.contextmanager
 def process_group(device: str):
     """The process group of this run (nothing in a single process): NCCL with cuda:LOCAL_RANK on
-    CUDA, gloo on CPU. On the way out, every exit path: a barrier (bounded when leaving on an
-    error: a peer may be gone) and destroy_process_group."""
+    CUDA, gloo on CPU. On the way out, every exit path: destroy_process_group, after a barrier
+    where one cannot hang (_barrier)."""
     global _CURRENT
     here = world()
     if here.size == 1:
@@ -88,26 +88,30 @@ def process_group(device: str):
         kwargs["device_id"] = torch.device("cuda", here.local_rank)
     dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
     _CURRENT = World(here.rank, here.size, here.local_rank, backend)
-    ok = False
+    how = "error"
     try:
         yield _CURRENT
-        ok = True
+        how = "ok"
+    except UserError:
+        how = "input"
+        raise
     finally:
         try:
-            _barrier(dist, backend, ok)
+            _barrier(dist, backend, how)
         finally:
             _CURRENT = World()
             dist.destroy_process_group()
 
 
-def _barrier(dist, backend: str, ok: bool) -> None:
-    """Wait for every process before the group goes. On an error exit a peer may have died or be
-    stuck: gloo's monitored barrier gives up after EXIT_TIMEOUT; NCCL's barrier cannot be bounded
-    here, so it is skipped (destroy_process_group still runs)."""
+def _barrier(dist, backend: str, how: str) -> None:
+    """Wait for every process before the group goes: always after a normal end; after an input
+    error found late (every process finds it alike) only with gloo, whose monitored barrier gives up
+    after EXIT_TIMEOUT. Not after a signal or a fault: a peer may be dead, or blocked in a collective
+    this process left, and waiting would keep this one from exiting (torchrun ends the rest)."""
     with contextlib.suppress(Exception):  # leaving anyway: a failed barrier must not hide the real error
-        if ok:
+        if how == "ok":
             dist.barrier()
-        elif backend == "gloo":
+        elif how == "input" and backend == "gloo":
             dist.monitored_barrier(timeout=EXIT_TIMEOUT)
 
 
