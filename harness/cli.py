@@ -166,8 +166,8 @@ def _stopped(e: BaseException, args, tracker) -> str:
     if run_dir is None:
         return "nothing was written (the run had not started)"
     cmd = ["python", "-m", "harness", "run", str(args.suite), "--resume", str(run_dir)]
-    if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":  # under torchrun: the same processes again (and its other options)
-        cmd[:2] = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}"]
+    if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":  # under torchrun: as many processes again (+ its options)
+        cmd[:2] = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}", "-m"]
     if args.device != "auto":
         cmd += ["--device", args.device]
     if args.no_tracking:
