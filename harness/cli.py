@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args) -> int:
+    from harness.core import distributed
     from harness.core.determinism import prepare_process
     from harness.suite import load_suite
 
     shard = _shard(args)
     suite = load_suite(args.suite, seed=args.seed, select=args.select,
-                       max_experiments=args.max_experiments)  # all input checks first
+                       max_experiments=args.max_experiments)  # all input checks first (every process)
     if args.resume is not None and not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run directory")
     from harness.run import rundir, runner
@@ -120,29 +121,38 @@ def cmd_run(args) -> int:
 
     device = runner.resolve_device(args.device)
     mine = shard.select(suite.experiments) if shard else suite.experiments  # a shard needs only its own data
+    here = distributed.world()  # under torchrun: rank, world size; rank 0 alone writes and tracks
+    if here.size > 1:
+        from harness.train.ddp import check_world
+
+        check_world(suite, device, download=args.download, experiments=mine)
     if any(e.spec.kind == "train" for e in mine):
         from harness.train.datacheck import check_data  # present and sound, before anything is written
 
         check_data(mine, args.data_dir, download=args.download)
     from harness.track import make_tracker
 
-    tracker = make_tracker(not args.no_tracking, uri, args.out, create=args.resume is None)
+    tracker = make_tracker(not args.no_tracking and here.writer, uri, args.out, create=args.resume is None)
     try:
-        outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
-                                   fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
-                                   resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
-                                   keep_checkpoints=args.keep_checkpoints, shard=shard)
+        with distributed.process_group(device):  # destroyed on every way out
+            outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
+                                       fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
+                                       resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
+                                       keep_checkpoints=args.keep_checkpoints, shard=shard)
     except KeyboardInterrupt as e:
         from harness.run import interrupt
 
         e = interrupt.as_interrupted(e)
-        print(f"interrupted ({e.name}): {_stopped(e, args, tracker)}", file=sys.stderr)
+        if here.writer:  # the other processes wrote nothing to report
+            print(f"interrupted ({e.name}): {_stopped(e, args, tracker)}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
         if getattr(e, "run_dir", None) is None:
             raise
         print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
         return 1
+    if not here.writer:
+        return outcome.exit_code
     bad = sum(r["status"] in runner.BAD for r in outcome.rows)
     noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
     print(f"{len(outcome.rows)} rows, {bad} failed or diverged"
@@ -159,12 +169,15 @@ def cmd_run(args) -> int:
 
 def _stopped(e: BaseException, args, tracker) -> str:
     """What an interrupted run left, and the exact command that continues it."""
+    import os
     import shlex
 
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "nothing was written (the run had not started)"
     cmd = ["python", "-m", "harness", "run", str(args.suite), "--resume", str(run_dir)]
+    if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":  # under torchrun: as many processes again (+ its options)
+        cmd[:2] = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}", "-m"]
     if args.device != "auto":
         cmd += ["--device", args.device]
     if args.no_tracking:

@@ -1,7 +1,8 @@
 """Seeds, determinism modes and fingerprints.
 
 strict (default): every RNG seeded, deterministic algorithms enforced, cuDNN deterministic and
-not benchmarking, TF32 off, CUBLAS_WORKSPACE_CONFIG set before CUDA starts. fast: the same seeds,
+not benchmarking, TF32 off, CUBLAS_WORKSPACE_CONFIG set before CUDA starts; under data
+parallelism the backend settings that decide the gradient all-reduce's order are recorded too. fast: the same seeds,
 but the speed options are allowed. `configure` returns what is actually in force, to be recorded.
 """
 from __future__ import annotations
@@ -40,6 +41,8 @@ def configure(mode: str) -> dict:
     torch.backends.cudnn.benchmark = False  # fast mode turns it on per experiment, explicitly
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    from harness.core.distributed import reduction_settings
+
     return {
         "determinism": mode,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
@@ -47,7 +50,7 @@ def configure(mode: str) -> dict:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "tf32": torch.backends.cuda.matmul.allow_tf32,
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
-    }
+    } | (reduction_settings() if strict else {})  # data-parallel: what decides the gradient sums' order
 
 
 def derive_seed(*parts: object) -> int:

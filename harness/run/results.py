@@ -30,6 +30,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "device_name": ("string", "CPU model or GPU name"),
     "dtype": ("string", "tensor dtype timed"),
     "threads": ("Int64", "CPU threads torch used while timing"),
+    "world_size": ("Int64", "processes training data-parallel (torchrun); 1 in a plain run"),
+    "backend": ("string", "torch.distributed backend under torchrun: nccl (CUDA) | gloo (CPU); empty in a plain run"),
     "determinism": ("string", "determinism mode in force: strict | fast"),
     "status": ("string", "ok | failed | capped (a Python-loop variant over loop_max_iters, not run) | "
                          "diverged (training loss became NaN/inf)"),
@@ -51,7 +53,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     # training rows (kind=train); kernel rows leave them empty
     "model": ("string", "train: registered model name"),
     "epochs": ("Int64", "train: epochs asked for"),
-    "batch_size": ("Int64", "train: batch size"),
+    "batch_size": ("Int64", "train: batch size (under torchrun the global batch, over all processes)"),
+    "per_rank_batch": ("Int64", "train: examples per process in each step: batch_size / world_size"),
     "lr": ("float64", "train: SGD learning rate"),
     "resize": ("string", "train: input size HxW the images are resized to on the device"),
     "precision": ("string", "train: fp32 | tf32 | bf16 (autocast)"),
@@ -60,7 +63,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "val_loss": ("float64", "train: mean cross-entropy on the validation set after the last epoch"),
     "val_acc": ("float64", "train: validation accuracy after the last epoch (0-1)"),
     "best_val_acc": ("float64", "train: best validation accuracy over epochs (0-1)"),
-    "images_per_s": ("float64", "train: median over epochs of training images per second (evaluation excluded)"),
+    "images_per_s": ("float64", "train: median over epochs of training images per second (evaluation excluded); "
+                                "under torchrun the global rate, all processes together"),
     "epoch_time_s": ("float64", "train: median over epochs of seconds per epoch, evaluation included"),
     "train_time_s": ("float64", "train: sum of epoch times"),
     "time_to_target_s": ("float64", "train: cumulative epoch seconds until val_acc >= target_accuracy"),
@@ -71,8 +75,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "gpu_mem_used_peak_bytes": ("Int64", "train: peak GPU memory in use, sampled through NVML"),
     "gpu_util_mean_pct": ("float64", "train: mean GPU utilisation, sampled through NVML"),
     "gpu_power_mean_w": ("float64", "train: mean GPU power in watts, sampled through NVML"),
-    "achieved_tflops": ("float64", "train: flops x images_per_s / 1e12"),
-    "mfu": ("float64", "train: achieved_tflops / the GPU's dense peak for the precision (empty: unknown GPU or CPU)"),
+    "achieved_tflops": ("float64", "train: flops x images_per_s / 1e12 (under torchrun per device: images_per_s / "
+                                   "world_size)"),
+    "mfu": ("float64", "train: achieved_tflops / the GPU's dense peak for the precision (empty: unknown GPU or CPU); "
+                       "per device"),
     "params": ("Int64", "train: number of model parameters"),
     "fingerprint": ("string", "train: hash of the final weights and the per-epoch loss/accuracy trace"),
     "dataset_digest": ("string", "train: sha256 prefix of the decoded training and validation tensors"),
@@ -85,7 +91,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 # Columns added to schema 1 later, read as empty from files written before them.
-ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy", "shard")
+ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy", "shard", "world_size", "backend", "per_rank_batch")
 
 
 # The per-epoch training series (MLflow metrics with step = epoch, and steps.csv): the same keys for

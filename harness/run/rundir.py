@@ -37,6 +37,7 @@ class RunDir:
     tracking_uri: str = ""  # the store the MLflow runs are in ("" without tracking)
     shard: Shard = WHOLE  # the part of the suite this run runs (harness.suite.shard)
     finished: bool = False  # the runner reached the end (set before the last save_state)
+    writer: bool = True  # False in data-parallel processes other than rank 0: they write nothing
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
         return self.path / "checkpoints" / experiment_id.replace("/", "_")
@@ -45,6 +46,8 @@ class RunDir:
         """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
         import shutil
 
+        if not self.writer:
+            return
         shutil.rmtree(self.checkpoint_dir(experiment_id), ignore_errors=True)
         with contextlib.suppress(OSError):  # only if empty
             (self.path / "checkpoints").rmdir()
@@ -56,6 +59,8 @@ class RunDir:
         return rows + [r for key, r in self.done.items() if key not in seen]
 
     def save_state(self) -> None:
+        if not self.writer:
+            return
         results.atomic_write_json(self.path / "state.json", {
             "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children,
             "tracking_uri": redact(self.tracking_uri), "shard": str(self.shard), "finished": self.finished})

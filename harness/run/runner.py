@@ -19,7 +19,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.core import determinism, envinfo
+from harness.core import determinism, distributed, envinfo
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS
 from harness.run import interrupt, journal, report, results, rundir
@@ -65,6 +65,7 @@ class _Context:
     resume: dict | None
     data_dir: str | None
     download: bool = False
+    writer: bool = True  # False: a data-parallel process other than rank 0, which writes nothing
 
     def log(self, metrics: dict, step: int, tracked: bool = True) -> None:
         if tracked:
@@ -99,11 +100,16 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
     import torch
 
     t_start = time.perf_counter()
+    here = distributed.world()
     env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg()}
     run, rows, steps = None, [], []
     try:
         with interrupt.deferred():  # the run directory's first files are never cut in half by a signal
-            if resume_dir is not None:
+            if not here.writer:  # another data-parallel process: the same tasks, nothing written, null tracker
+                run = (rundir.reopen(resume_dir, suite, shard) if resume_dir is not None
+                       else rundir.new(out_root, suite.name, shard))
+                run.writer = False
+            elif resume_dir is not None:
                 run = rundir.reopen(resume_dir, suite, shard)
                 _check_same_tracking(run, tracker)
                 tracker = journal.Journal(tracker, run.path)
@@ -125,7 +131,8 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
         suite = replace(suite, experiments=run.shard.select(suite.experiments))  # what this run runs
         base = {"suite": suite.name, "run_id": run.run_id, "shard": str(run.shard), "device": device,
                 "device_name": envinfo.device_name(device), "git_commit": env["git_commit"],
-                "git_dirty": env["git_dirty"], "threads": torch.get_num_threads()}
+                "git_dirty": env["git_dirty"], "threads": torch.get_num_threads(), "world_size": here.size,
+                "backend": here.backend}
         _run_all(suite, torch.device(device), base, tracker, rows, steps, run, fail_fast, (data_dir, download),
                  keep_checkpoints)
         _write(run, rows, steps, env)
@@ -169,7 +176,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     plans = [(exp, KINDS.get(exp.spec.kind).tasks(exp, device)) for exp in suite.experiments]
-    console = Console(stderr=True, soft_wrap=True)  # one line per row, also in CI logs
+    console = Console(stderr=True, soft_wrap=True, quiet=not run.writer)  # one line per row, also in CI logs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(suite.name, total=sum(len(tasks) for _, tasks in plans))
@@ -193,7 +200,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
                 ctx = _Context(tracker, child, steps, {"experiment": exp.id, "variant": task.fields["variant"],
                                                        "size": task.fields["size"], "seed": exp.spec.seed},
                                progress_bar, console, run.path, run.checkpoint_dir(exp.id),
-                               _checkpoint(run, exp), *data)
+                               _checkpoint(run, exp), *data, run.writer)
                 row = _run_task(exp, task, base, ctx)
                 progress.update(inner, visible=False)
                 rows.append(row)  # at once: an interrupted run still writes what finished
@@ -222,6 +229,8 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
 
 
 def _save_progress(run, rows, steps) -> None:
+    if not run.writer:
+        return
     results.save(rows, run.path)
     _save_steps(run.path, steps)
 
@@ -283,8 +292,9 @@ def _run_task(exp, task, base, ctx) -> dict:
         row |= {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         if _is_oom(e):
             row["error"] = f"out of memory: {e}"
-        with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
-            f.write(f"--- {exp.id} {row['variant']} {row['size']}\n{traceback.format_exc()}\n")
+        if ctx.writer:
+            with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
+                f.write(f"--- {exp.id} {row['variant']} {row['size']}\n{traceback.format_exc()}\n")
     row["wall_s"] = time.perf_counter() - t0
     why = results.storable(row)
     if why is not None:  # a value the results schema cannot hold: a failed row, not a lost run
@@ -309,6 +319,8 @@ def _is_oom(e: Exception) -> bool:
 
 def _write(run, rows, steps, env) -> None:
     """results, steps.csv, the report, and the load average at the end into env.json."""
+    if not run.writer:
+        return
     saved = run.path / "env.json"
     env = (json.loads(saved.read_text()) if saved.is_file() else env) | {"load_avg_end": _load_avg()}
     results.atomic_write_json(saved, env)

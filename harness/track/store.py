@@ -23,9 +23,10 @@ store created safely.
   is reachable without a server); a team shares a server instead (harness.track.tracking).
 - Other stores (MySQL URIs, file stores) are opened by MLflow as they are; a failure to open one is
   reported the same way.
-- **Many writers**: `run --shard I/N` (N > 1), `launch`, or a world size above 1 would write into
-  one SQLite file from many processes (and machines) at once: `refuse_shared_sqlite` stops that
-  before anything is created, pointing at `--no-tracking` + `sync` or a tracking server.
+- **Many writers**: `run --shard I/N` (N > 1) would write into one SQLite file from many processes
+  (and machines) at once: `refuse_shared_sqlite` stops that before anything is created, pointing at
+  `--no-tracking` + `sync` or a tracking server. Under torchrun rank 0 alone writes, and `launch`
+  syncs its offline shards from one process: one writer each, so SQLite serves them.
 """
 from __future__ import annotations
 
@@ -184,21 +185,18 @@ def _probe_postgres(uri: str, flag: str) -> None:
                         ) from None
 
 
-def many_writers(shard=None, environ=os.environ) -> str:
+def many_writers(shard=None) -> str:
     """Why this `run` is one of many processes tracking at once ("" when it is not): a shard of more
-    than one (`--shard I/N`, given as "I/N", an (I, N) pair, or an object with `index` and `count`),
-    or a world size above 1 (WORLD_SIZE, set by torchrun)."""
+    than one (`--shard I/N`, given as "I/N", an (I, N) pair, or an object with `index` and `count`).
+    A world size above 1 (torchrun) is not: rank 0 alone tracks (harness.core.distributed), and
+    `launch` runs its shards with --no-tracking and syncs them from the launcher alone."""
     if isinstance(shard, str):
         index, _, count = shard.partition("/")
     elif isinstance(shard, (tuple, list)) and len(shard) == 2:
         index, count = shard
     else:
         index, count = getattr(shard, "index", "I"), getattr(shard, "count", 1)
-    parts = [f"--shard {index}/{count}"] if str(count).isdigit() and int(count) > 1 else []
-    world = str(environ.get("WORLD_SIZE", "")).strip()
-    if world.isdigit() and int(world) > 1:
-        parts.append(f"a world size of {world} (WORLD_SIZE, torchrun)")
-    return " with ".join(parts)
+    return f"--shard {index}/{count}" if str(count).isdigit() and int(count) > 1 else ""
 
 
 def refuse_shared_sqlite(uri: str | None, why: str, out_root: Path, flag: str = "--tracking-uri") -> None:

@@ -216,11 +216,14 @@ def load_fashion_mnist(data_dir: Path, device: str | torch.device = "cpu", *, tr
     return FashionMNIST(train=train, val=val, source=_raw(data_dir), digest=digest)
 
 
-def train_batches(split: Split, batch_size: int, *, seed: int, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def train_batches(split: Split, batch_size: int, *, seed: int, epoch: int,
+                  part: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every example once, in an order fixed by (seed, epoch) and the device type; last batch may be short.
 
     The permutation is drawn on the split's device from a generator seeded with derive_seed(seed,
     epoch), so a resumed run replays the same batches without saving generator state. No host sync.
+    part=(rank, world_size): that process's contiguous part of each batch (torch.tensor_split; the
+    permutation is the same in every process), possibly empty in a last batch shorter than the world.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -230,6 +233,8 @@ def train_batches(split: Split, batch_size: int, *, seed: int, epoch: int) -> It
     perm = torch.randperm(len(split), generator=g, device=device)
     for start in range(0, len(split), batch_size):
         idx = perm[start:start + batch_size]
+        if part[1] > 1:
+            idx = torch.tensor_split(idx, part[1])[part[0]]
         yield split.images[idx], split.labels[idx]
 
 

@@ -30,6 +30,9 @@ class TrainSpec(SpecBase):
     train_limit: int | None = Field(None, ge=1)  # first N training images (smoke runs)
     val_limit: int | None = Field(None, ge=1)  # first N validation images
     target_accuracy: float | None = Field(None, gt=0, le=1)  # time_to_target_s is measured to it
+    # under torchrun: batch norms normalise over the global batch (SyncBatchNorm, CUDA/NCCL only);
+    # it changes the maths, not determinism (allowed in strict mode); no effect in one process
+    sync_batchnorm: bool = False
     # speed options: they trade determinism for speed and are refused in strict mode
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     channels_last: bool = False

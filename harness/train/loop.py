@@ -20,13 +20,13 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from harness.core import determinism, envinfo, telemetry
+from harness.core import determinism, distributed, envinfo, telemetry
 from harness.models import create_model
 from harness.core.kinds import Task
-from harness.train import checkpoint, datasets, plots
+from harness.train import checkpoint, datasets, ddp, plots
 from harness.train import mfu
-from harness.train.data import (dataset_root, eval_batches, load_fashion_mnist, memory_budget, prepare, to_input,
-                                train_batches)
+from harness.train.data import (Split, dataset_root, eval_batches, load_fashion_mnist, memory_budget, prepare,
+                                to_input, train_batches)
 
 _DATA_CACHE: dict = {}  # (root, device, limits) -> FashionMNIST: loaded once per invocation
 _PREPARED: dict = {}  # (data, resize) -> the data resized once, or None when it did not fit
@@ -34,11 +34,13 @@ _PREPARED: dict = {}  # (data, resize) -> the data resized once, or None when it
 
 def train_tasks(exp, device) -> list[Task]:
     spec = exp.spec
+    world = distributed.world()
     fields = {"family": "train", "variant": spec.model, "size": "x".join(map(str, spec.input_size)),
               "dtype": {"fp32": "float32", "tf32": "tf32", "bf16": "bfloat16"}[spec.precision],
               "config": json.dumps({"model_args": spec.model_args, "resize": spec.resize, "dataset": spec.dataset}),
               "model": spec.model, "epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr,
-              "resize": "x".join(map(str, spec.input_size)), "precision": spec.precision}
+              "resize": "x".join(map(str, spec.input_size)), "precision": spec.precision,
+              "per_rank_batch": spec.batch_size // world.size}
     return [Task(fields, {"model": spec.model}, partial(train, exp, device))]
 
 
@@ -79,20 +81,22 @@ def train(exp, device, ctx) -> dict:
     data = prepared_data(spec, device, data, ctx)
     _speed_settings(spec)
     determinism.seed_everything(spec.seed)
+    world = distributed.world()
     model = create_model(spec.model, input_size=spec.input_size, **spec.model_args).to(device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    flops = mfu.train_flops_per_image(model, spec.input_size)
+    model = ddp.wrap(model, spec, world)  # under torchrun: DistributedDataParallel (harness.train.ddp)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
     history, start, elapsed = [], 0, 0.0
-    if ctx.resume is not None:
-        checkpoint.restore(ctx.resume, model=model, optimizer=optimizer)
+    if ctx.resume is not None:  # every process loads the same checkpoint
+        checkpoint.restore(ctx.resume, model=ddp.unwrap(model), optimizer=optimizer)
         history, start, elapsed = list(ctx.resume["history"]), ctx.resume["epoch"], ctx.resume["elapsed_s"]
         for i, metrics in enumerate(history):  # into steps.csv; MLflow has them from the first run
             ctx.log(metrics, i + 1, tracked=False)
         ctx.note(f"{exp.id}: resumed after epoch {start} from {ctx.checkpoint_dir}")
-    step = _compiled_step(model, optimizer, spec)
-    out = {"params": sum(p.numel() for p in model.parameters()), "dataset_digest": data.digest,
-           "flops": mfu.train_flops_per_image(model, spec.input_size)}
+    step = _compiled_step(model, optimizer, spec, world.size)
+    out = {"params": sum(p.numel() for p in model.parameters()), "dataset_digest": data.digest, "flops": flops}
 
     with telemetry.Sampler(str(device)) as sampler:
         for epoch in range(start, spec.epochs):
@@ -103,9 +107,9 @@ def train(exp, device, ctx) -> dict:
             history.append(metrics)
             elapsed += metrics["epoch_time_s"]
             diverged = not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss"))
-            if not diverged:  # saved before the epoch is announced: what is printed is resumable
-                checkpoint.save(ctx.checkpoint_dir, model=model, optimizer=optimizer, epoch=epoch + 1,
-                                history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed)
+            if not diverged and world.writer:  # saved before the epoch is announced: what is printed is resumable
+                checkpoint.save(ctx.checkpoint_dir, model=ddp.unwrap(model), optimizer=optimizer,
+                                epoch=epoch + 1, history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed)
             ctx.log(metrics, epoch + 1)
             ctx.note(f"  {exp.id} epoch {epoch + 1}/{spec.epochs}: train_loss {metrics['train_loss']:.4f} "
                      f"train_acc {metrics['train_acc']:.4f} val_loss {metrics['val_loss']:.4f} "
@@ -114,11 +118,12 @@ def train(exp, device, ctx) -> dict:
             if diverged:
                 out |= {"status": "diverged", "error": f"loss became {metrics['train_loss']} in epoch {epoch + 1}"}
                 break
-    if history:
+    if history and world.writer:
         ctx.artifact(plots.training_curves(history, ctx.run_dir / "plots" / f"{exp.id}.png", title=exp.id))
-    out |= _summary(history, spec, elapsed, model)
+    out |= _summary(history, spec, elapsed, ddp.unwrap(model))
     gpu = envinfo.device_name(str(device)) if device.type == "cuda" else None  # no CPU peaks: no CPU MFU
-    out |= mfu.utilisation(out["flops"], out.get("images_per_s"), gpu, spec.precision)
+    per_device = out["images_per_s"] / world.size if out.get("images_per_s") is not None else None
+    out |= mfu.utilisation(out["flops"], per_device, gpu, spec.precision)
     return out | sampler.summary() | {"status": out.get("status", "ok")}
 
 
@@ -127,7 +132,8 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
     first batch of each size (where torch.compile traces and compiles: the full batches, and a
     short last one) is timed on its own as compile_s and left out of images_per_s and epoch_time_s."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    n_batches = math.ceil(len(data.train) / spec.batch_size)
+    world = distributed.world()
+    n, n_batches = len(data.train), math.ceil(len(data.train) / spec.batch_size)
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -135,51 +141,67 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
     graphs = spec.compile == "reduce-overhead"
     sync()
     t0 = time.perf_counter()
-    for i, (x, y) in enumerate(train_batches(data.train, spec.batch_size, seed=spec.seed, epoch=epoch)):
+    batches = train_batches(data.train, spec.batch_size, seed=spec.seed, epoch=epoch, part=(world.rank, world.size))
+    for i, (x, y) in enumerate(batches):  # this process's part of each batch (all of it in one process)
+        whole = min(spec.batch_size, n - i * spec.batch_size)  # the global batch's length
         new_shape = compiling and len(y) not in shapes  # compiled (again) for this batch size
         if new_shape:
             sync()
             tc = time.perf_counter()
         if graphs:  # the last step's outputs are consumed: CUDA graphs may overwrite them
             torch.compiler.cudagraph_mark_step_begin()
-        loss, logits = step(to_input(x, spec.resize, channels_last=spec.channels_last), y)
+        loss, logits = step(to_input(x, spec.resize, channels_last=spec.channels_last), y, whole)
         if new_shape:
             sync()
-            compile_s, compile_n = compile_s + time.perf_counter() - tc, compile_n + len(y)
+            compile_s, compile_n = compile_s + time.perf_counter() - tc, compile_n + whole
             shapes.add(len(y))
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss.detach() * len(y) if world.size == 1 else loss.detach() * (whole / world.size)
         correct += (logits.argmax(1) == y).sum()
         ctx.progress(f"epoch {epoch + 1}/{spec.epochs}", i + 1, n_batches)
     sync()
     train_s = time.perf_counter() - t0
-    train_loss, train_acc = loss_sum.item() / len(data.train), correct.item() / len(data.train)  # host sync
-    val_loss, val_acc = evaluate(model, data.val, spec)
+    ddp.all_sum(loss_sum, correct)  # under torchrun: the global sums on every process
+    train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # host sync
+    ddp.same_buffers(model)
+    val_loss, val_acc = evaluate(ddp.unwrap(model), data.val, spec)
     sync()
     out = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
-           "images_per_s": ((len(data.train) - compile_n) / (train_s - compile_s)  # nan: every batch compiled
-                            if len(data.train) > compile_n else float("nan")),
+           "images_per_s": ((n - compile_n) / (train_s - compile_s)  # all processes' images; nan: every batch compiled
+                            if n > compile_n else float("nan")),
            "epoch_time_s": time.perf_counter() - t0 - compile_s}
     return out | ({"compile_s": compile_s} if compiling else {})
 
 
 @torch.no_grad()
 def evaluate(model, split, spec) -> tuple[float, float]:
+    """Mean loss and accuracy on `split`; under torchrun each process evaluates its contiguous part
+    and the sums are all-reduced (`model` is the unwrapped module: no DDP hooks)."""
     model.eval()
     loss_sum = torch.zeros((), device=split.labels.device)
     correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
-    for x, y in eval_batches(split, max(spec.batch_size, 256)):
+    lo, hi = ddp.part_bounds(len(split), distributed.world())
+    part = split if (lo, hi) == (0, len(split)) else Split(split.images[lo:hi], split.labels[lo:hi], split.digest)
+    for x, y in eval_batches(part, max(spec.batch_size, 256)):
         with _autocast(spec, y.device):
             logits = model(to_input(x, spec.resize, channels_last=spec.channels_last))
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
+    ddp.all_sum(loss_sum, correct)
     return loss_sum.item() / len(split), correct.item() / len(split)
 
 
-def _compiled_step(model, optimizer, spec):
-    def step(x, y):
+def _compiled_step(model, optimizer, spec, world_size: int = 1):
+    """step(x, y, whole) -> (loss, logits): one SGD step on x, y, part of a global batch of `whole`
+    examples. One process: the mean cross-entropy. Under torchrun: the sum over this process's part
+    x world_size / whole, so that DDP's average of the gradients is the global batch's mean
+    (harness.train.ddp); the part's summed loss is then loss x whole / world_size."""
+    def step(x, y, whole):
         with _autocast(spec, y.device):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            if world_size == 1:
+                loss = F.cross_entropy(logits.float(), y)
+            else:
+                loss = F.cross_entropy(logits.float(), y, reduction="sum") * (world_size / whole)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

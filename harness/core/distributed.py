@@ -1,0 +1,135 @@
+"""Data-parallel processes: who this process is among them, and their process group.
+
+`torchrun --nproc_per_node=G -m harness run SUITE` (or `srun torchrun ...` across nodes) starts G
+processes per node and sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in each;
+`world()` reads them (a plain run is world size 1, rank 0, no process group). `process_group()`
+starts the group with NCCL on CUDA (one device per process: cuda:LOCAL_RANK) or gloo on CPU, and
+on every way out (return, exception, a signal's KeyboardInterrupt) destroys it, after waiting
+for the others where that cannot hang (see _barrier). Rank 0 alone writes (docs/architecture.md, "Data-parallel runs").
+
+No torch at import: `world()` reads the environment only.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from harness.core.errors import UserError
+
+# NCCL settings that decide how an all-reduce is cut up and summed (its reduction order); recorded
+# with strict-mode results, "unset" where NCCL chooses for itself (from the topology and sizes).
+NCCL_ORDER_SETTINGS = ("NCCL_ALGO", "NCCL_PROTO", "NCCL_MIN_NCHANNELS", "NCCL_MAX_NCHANNELS", "NCCL_NTHREADS",
+                       "NCCL_NVLS_ENABLE", "NCCL_COLLNET_ENABLE", "NCCL_P2P_DISABLE", "NCCL_SHM_DISABLE")
+# an error on one process alone leaves the others waiting in a collective this long, then they fail
+TIMEOUT = timedelta(minutes=10)
+EXIT_TIMEOUT = timedelta(seconds=60)  # the barrier before leaving, when leaving on an error
+BUCKET_CAP_MB = 25  # DDP's gradient buckets (its default, fixed here: the bucket sizes are part of the order)
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    backend: str | None = None  # "nccl" | "gloo" once the group is started; None in a single process
+
+    @property
+    def writer(self) -> bool:
+        """Only rank 0 writes the run directory, results, the journal and MLflow, and prints rows."""
+        return self.rank == 0
+
+
+_CURRENT = World()
+
+
+def world() -> World:
+    """This process's place among the data-parallel processes, as torchrun set it (and, once
+    `process_group()` started, the backend); World() in a plain run."""
+    if _CURRENT.backend is not None:
+        return _CURRENT
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    try:
+        rank, size, local = (int(os.environ.get(n, d)) for n, d in zip(names, ("0", "1", "0")))
+    except ValueError:
+        raise UserError(f"{', '.join(names)}: not integers ({', '.join(repr(os.environ.get(n)) for n in names)}); "
+                        f"start data-parallel runs with torchrun, which sets them") from None
+    if size < 1 or not 0 <= rank < size or local < 0:
+        raise UserError(f"RANK={rank} WORLD_SIZE={size} LOCAL_RANK={local}: need 0 <= RANK < WORLD_SIZE; "
+                        f"start data-parallel runs with torchrun, which sets them")
+    return World(rank, size, local)
+
+
+def backend_for(device: str) -> str:
+    return "nccl" if device == "cuda" else "gloo"
+
+
+@contextlib.contextmanager
+def process_group(device: str):
+    """The process group of this run (nothing in a single process): NCCL with cuda:LOCAL_RANK on
+    CUDA, gloo on CPU. On the way out, every exit path: destroy_process_group, after a barrier
+    where one cannot hang (_barrier)."""
+    global _CURRENT
+    here = world()
+    if here.size == 1:
+        yield here
+        return
+    import torch
+    import torch.distributed as dist
+
+    backend = backend_for(device)
+    kwargs = {}
+    if device == "cuda":
+        if here.local_rank >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK={here.local_rank}: this node has {torch.cuda.device_count()} CUDA devices; "
+                            f"start at most that many processes per node (torchrun --nproc_per_node)")
+        torch.cuda.set_device(here.local_rank)
+        kwargs["device_id"] = torch.device("cuda", here.local_rank)
+    dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
+    _CURRENT = World(here.rank, here.size, here.local_rank, backend)
+    how = "error"
+    try:
+        yield _CURRENT
+        how = "ok"
+    except UserError:
+        how = "input"
+        raise
+    finally:
+        try:
+            _barrier(dist, backend, how)
+        finally:
+            _CURRENT = World()
+            dist.destroy_process_group()
+
+
+def _barrier(dist, backend: str, how: str) -> None:
+    """Wait for every process before the group goes: always after a normal end; after an input
+    error found late (every process finds it alike) only with gloo, whose monitored barrier gives up
+    after EXIT_TIMEOUT. Not after a signal or a fault: a peer may be dead, or blocked in a collective
+    this process left, and waiting would keep this one from exiting (torchrun ends the rest)."""
+    with contextlib.suppress(Exception):  # leaving anyway: a failed barrier must not hide the real error
+        if how == "ok":
+            dist.barrier()
+        elif how == "input" and backend == "gloo":
+            dist.monitored_barrier(timeout=EXIT_TIMEOUT)
+
+
+def reduction_settings() -> dict:
+    """What decides the order in which the processes' gradients are summed (recorded with strict
+    results; empty in a single process). NCCL: its version and the NCCL_* settings that pick the
+    algorithm, protocol and channels ("unset": NCCL picks from topology and message size, the
+    same way on the same machines). gloo: a ring all-reduce whose order is fixed by the world
+    size, the rank order and the tensor (DDP bucket) sizes; nothing to set."""
+    here = world()
+    if here.backend is None:
+        return {}
+    out = {"world_size": here.size, "backend": here.backend, "ddp_bucket_cap_mb": BUCKET_CAP_MB}
+    if here.backend == "nccl":
+        import torch
+
+        out["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version()))
+        out |= {name.lower(): os.environ.get(name, "unset") for name in NCCL_ORDER_SETTINGS}
+    else:
+        out["gloo_reduction"] = "ring all-reduce: order fixed by world size, rank order and bucket sizes"
+    return out
