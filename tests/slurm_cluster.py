@@ -43,24 +43,31 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
-    def cmd(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=timeout)
+    def cmd(self, *args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
 
-    def job_state(self, job_id: str) -> tuple[str, str]:
-        """(JobState, ExitCode) from `scontrol show job` (no accounting daemon here: sacct is off)."""
-        out = self.cmd("scontrol", "show", "job", job_id).stdout
-        fields = dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
-        return fields.get("JobState", "?"), fields.get("ExitCode", "?")
+    def job_states(self, job_id: str) -> list[tuple[str, str]]:
+        """(JobState, ExitCode) of the job, one per array task, from `scontrol show job` (there is no
+        accounting daemon here: sacct is off; MinJobAge=600 keeps ended jobs that long)."""
+        out = self.cmd("scontrol", "--oneliner", "show", "job", job_id).stdout
+        records = [dict(tok.split("=", 1) for tok in line.split() if "=" in tok) for line in out.splitlines()]
+        return [(r.get("JobState", "?"), r.get("ExitCode", "?")) for r in records if r]
 
-    def wait_job(self, job_id: str, timeout: float = 600) -> tuple[str, str]:
-        """Poll until the job leaves PENDING/RUNNING/COMPLETING; its final (JobState, ExitCode)."""
+    def wait_job(self, job_id: str, timeout: float = 600) -> list[tuple[str, str]]:
+        """Poll until every task of the job has ended; their final (JobState, ExitCode)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.job_state(job_id)
-            if state[0] not in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "?"):
-                return state
+            states = self.job_states(job_id)
+            if states and all(s not in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "?") for s, _ in states):
+                return states
             time.sleep(1)
-        raise AssertionError(f"Slurm job {job_id} still {state} after {timeout:.0f}s; logs in {self.root}")
+        raise AssertionError(f"Slurm job {job_id} still {states} after {timeout:.0f}s; logs in {self.root}")
+
+    def sbatch(self, script: str, cwd: Path) -> str:
+        """Submit a batch script (text); the job id."""
+        done = self.cmd("sbatch", "--parsable", input=script, cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().split(";")[0]
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
