@@ -25,6 +25,7 @@ examples:
   python -m harness ui                                  MLflow UI on 127.0.0.1 for results/mlflow.db
   python -m harness run suites/training.yaml --no-tracking   offline (e.g. on a GPU node), then later:
   python -m harness sync results/training/<run>         log that run directory into MLflow
+  python -m harness launch suites/smoke.yaml --shards 2 run as 2 shards side by side, merge, log into MLflow
 """
 
 
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", metavar="URI",
                      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///DIR/mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (results are still written)")
-    _add_selection(run)
+    _add_selection(run, shard=True)
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed experiment")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue an interrupted run: finished experiments are kept, an interrupted "
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion")
     lst.add_argument("suite", type=Path)
-    _add_selection(lst)
+    _add_selection(lst, shard=True)
 
     summ = sub.add_parser("summary", help="a model's layers: output shapes, parameters, FLOPs")
     summ.add_argument("model", help="registered model name, e.g. lenet, vgg, resnet18, resnext")
@@ -66,10 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true", help="print JSON")
     _add_comparison(sub)
     _add_gate(sub)
+    _add_scale(sub)
     return parser
 
 
-def _add_selection(p: argparse.ArgumentParser) -> None:
+def _add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
+    if shard:
+        p.add_argument("--shard", metavar="I/N", help="only shard I of N: the j-th experiment goes to shard j %% N; "
+                                                      "auto: I and N from a Slurm job array")
     p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis)")
     p.add_argument("-k", dest="select", metavar="SUBSTRING", help="only experiments whose name contains SUBSTRING")
     p.add_argument("--max-experiments", type=int, metavar="N",
@@ -96,6 +101,7 @@ def cmd_run(args) -> int:
     from harness.core.determinism import prepare_process
     from harness.suite import load_suite
 
+    shard = _shard(args)
     suite = load_suite(args.suite, seed=args.seed, select=args.select,
                        max_experiments=args.max_experiments)  # all input checks first
     if args.resume is not None and not args.resume.is_dir():
@@ -106,10 +112,11 @@ def cmd_run(args) -> int:
     prepare_process()  # before CUDA starts
 
     device = runner.resolve_device(args.device)
-    if any(e.spec.kind == "train" for e in suite.experiments):
+    mine = shard.select(suite.experiments) if shard else suite.experiments  # a shard needs only its own data
+    if any(e.spec.kind == "train" for e in mine):
         from harness.train.datacheck import check_data  # present and sound, before anything is written
 
-        check_data(suite.experiments, args.data_dir, download=args.download)
+        check_data(mine, args.data_dir, download=args.download)
     from harness.track import make_tracker
 
     uri = args.tracking_uri
@@ -121,7 +128,7 @@ def cmd_run(args) -> int:
         outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
                                    fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
                                    resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
-                                   keep_checkpoints=args.keep_checkpoints)
+                                   keep_checkpoints=args.keep_checkpoints, shard=shard)
     except KeyboardInterrupt as e:
         from harness.run import interrupt
 
@@ -170,6 +177,15 @@ def _stopped(e: BaseException, args, tracker) -> str:
             f"Continue it with:\n  {shlex.join(cmd)}")
 
 
+def _shard(args):
+    """--shard I/N|auto as a Shard, or None without it (harness.suite.shard)."""
+    import os
+
+    from harness.suite.shard import parse_shard
+
+    return None if args.shard is None else parse_shard(args.shard, os.environ)
+
+
 def argv_is_cli() -> bool:
     return Path(sys.argv[0]).name in ("__main__.py", "harness")
 
@@ -179,15 +195,19 @@ def cmd_list(args) -> int:
 
     from harness.core.kinds import KINDS
 
+    shard = _shard(args)
     suite = load_suite(args.suite, seed=args.seed, select=args.select, max_experiments=args.max_experiments)
     total = 0
     print(f"{suite.name}: {suite.description}".rstrip(": "))
-    for exp in suite.experiments:
+    experiments = shard.select(suite.experiments) if shard else suite.experiments
+    if shard:
+        print(f"shard {shard}: {len(experiments)} of the {len(suite.experiments)} experiments")
+    for exp in experiments:
         spec = exp.spec
         n, what = KINDS.get(spec.kind).describe(spec)
         total += n
         print(f"  {exp.id:<28} {spec.kind:<13} seed {spec.seed:<3} {what}  [{n} rows]")
-    print(f"{len(suite.experiments)} experiments, {total} rows")
+    print(f"{len(experiments)} experiments, {total} rows")
     return 0
 
 
@@ -355,5 +375,50 @@ def cmd_check(args) -> int:
                              against=args.against, threshold=args.threshold, rounds=args.rounds, stored=args.stored)
 
 
+# ---- scaling out: shards, launchers, merging (harness.scale) ------------------------------------
+
+def _add_scale(sub) -> None:
+    launch = sub.add_parser("launch", help="run a suite as N shards (local processes, Slurm, Ray), wait, merge, "
+                                           "sync into MLflow")
+    launch.add_argument("suite", type=Path, nargs="?", help="suite YAML file (not with --resume)")
+    launch.add_argument("--launcher", choices=("local", "slurm", "ray"),
+                        help="local (default): subprocesses; slurm: submitit (harness[slurm]); ray: harness[ray]")
+    launch.add_argument("--shards", type=int, metavar="N", help="how many parts the suite runs as")
+    launch.add_argument("--gpus-per-shard", type=int, metavar="G", help="GPUs each shard asks for (slurm, ray)")
+    launch.add_argument("--partition", metavar="P", help="Slurm partition")
+    launch.add_argument("--time-min", type=int, metavar="T", help="Slurm time limit per shard, minutes")
+    launch.add_argument("--resume", type=Path, metavar="LAUNCH_DIR", help="resubmit only the shards of that launch "
+                                                                         "that did not finish")
+    for flag, kw in (("--device", dict(choices=("auto", "cpu", "cuda"))), ("--data-dir", dict(metavar="DIR")),
+                     ("--tracking-uri", dict(metavar="URI")), ("--out", dict(type=Path, default=Path("results")))):
+        launch.add_argument(flag, help=f"as for run ({flag})", **kw)
+    for flag in ("--no-tracking", "--download", "--fail-fast", "--keep-checkpoints"):
+        launch.add_argument(flag, action="store_true", help=f"as for run ({flag})")
+    _add_selection(launch)
+    merge = sub.add_parser("merge", help="merge the shards of a suite (run --shard I/N) into one results table "
+                                         "and report; exit 1 naming a missing or unfinished shard")
+    merge.add_argument("paths", nargs="+", type=Path, metavar="DIR", help="shard run directories, or folders of them")
+    merge.add_argument("--out", type=Path, metavar="DIR",
+                       help="directory to write into (default: results/<suite>/<UTC time>-merged-<id>/)")
+
+
+def cmd_launch(args) -> int:
+    from harness.scale import launch
+
+    return launch.from_cli(args)
+
+
+def cmd_merge(args) -> int:
+    from harness.scale import merge
+
+    outcome = merge.merge(args.paths, args.out)
+    for problem in outcome.problems():
+        print(f"error: {problem}", file=sys.stderr)
+    print(f"{outcome.rows} rows from {outcome.count - len(outcome.missing)} of {outcome.count} shards "
+          f"-> {outcome.dest}\nreport: {outcome.dest / 'report.md'}")
+    return outcome.exit_code
+
+
 COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env, "report": cmd_report,
-            "dashboard": cmd_dashboard, "sync": cmd_sync, "ui": cmd_ui, "baseline": cmd_baseline, "check": cmd_check}
+            "dashboard": cmd_dashboard, "sync": cmd_sync, "ui": cmd_ui, "baseline": cmd_baseline, "check": cmd_check,
+            "launch": cmd_launch, "merge": cmd_merge}

@@ -18,6 +18,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "schema_version": ("Int64", "version of this column set"),
     "suite": ("string", "suite name"),
     "run_id": ("string", "invocation id: <UTC time>-<short id>, also the run directory's name"),
+    "shard": ("string", "I/N: the shard of the suite that ran the row (run --shard; 0/1 the whole suite)"),
     "experiment": ("string", "experiment id (name, plus [field=value] under a matrix)"),
     "kind": ("string", "experiment kind: kernel | learn_kernel"),
     "family": ("string", "kernel family (corr2d, ...) or the experiment kind"),
@@ -84,7 +85,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 # Columns added to schema 1 later, read as empty from files written before them.
-ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy")
+ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy", "shard")
 
 
 # The per-epoch training series (MLflow metrics with step = epoch, and steps.csv): the same keys for

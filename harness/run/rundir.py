@@ -2,7 +2,9 @@
 
 state.json maps each task (`<experiment>/<variant>/<size>`, also its MLflow run name) to its MLflow
 child run, and names the parent run, so that `run --resume DIR` continues the same MLflow runs
-instead of duplicating them. Results are rewritten after every experiment, so an interrupted
+instead of duplicating them. It also records the shard the run is (`I/N`, `0/1` for the whole suite;
+suite.yaml always holds the whole resolved suite) and whether the run finished (`finished`), which
+`launch` reads to tell a finished shard from an interrupted one. Results are rewritten after every experiment, so an interrupted
 invocation (even a killed one) leaves the rows of every finished experiment behind.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 
 from harness.run import results
 from harness.core.errors import UserError
+from harness.suite.shard import WHOLE, Shard, parse_shard
 
 FINISHED = ("ok", "failed", "capped", "diverged")
 
@@ -32,6 +35,8 @@ class RunDir:
     old_steps: list[dict] = field(default_factory=list)  # per-step metrics of finished tasks (resume)
     resumed: bool = False
     tracking_uri: str = ""  # the store the MLflow runs are in ("" without tracking)
+    shard: Shard = WHOLE  # the part of the suite this run runs (harness.suite.shard)
+    finished: bool = False  # the runner reached the end (set before the last save_state)
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
         return self.path / "checkpoints" / experiment_id.replace("/", "_")
@@ -53,16 +58,17 @@ class RunDir:
     def save_state(self) -> None:
         results.atomic_write_json(self.path / "state.json", {
             "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children,
-            "tracking_uri": redact(self.tracking_uri)})
+            "tracking_uri": redact(self.tracking_uri), "shard": str(self.shard), "finished": self.finished})
 
 
-def new(out_root: Path, suite_name: str) -> RunDir:
+def new(out_root: Path, suite_name: str, shard: Shard | None = None) -> RunDir:
     run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    return RunDir(Path(out_root) / suite_name / run_id, run_id)
+    return RunDir(Path(out_root) / suite_name / run_id, run_id, shard=shard or WHOLE)
 
 
-def reopen(path: Path, suite) -> RunDir:
-    """An interrupted run directory, checked against the suite it is resumed with."""
+def reopen(path: Path, suite, shard: Shard | None = None) -> RunDir:
+    """An interrupted run directory, checked against the suite it is resumed with (the whole suite:
+    suite.yaml holds it whatever the shard) and the shard (None: the one it recorded)."""
     path = Path(path)
     state_file, suite_file = path / "state.json", path / "suite.yaml"
     if not state_file.exists() or not suite_file.exists():
@@ -75,10 +81,14 @@ def reopen(path: Path, suite) -> RunDir:
     try:
         state = json.loads(state_file.read_text())
         run = RunDir(path, state["run_id"], state["parent_run_id"], state["children"], resumed=True,
-                     tracking_uri=state.get("tracking_uri", ""))
+                     tracking_uri=state.get("tracking_uri", ""),
+                     shard=parse_shard(state.get("shard", "0/1"), {}, flag=f"{state_file}: shard"))
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"--resume {path}: {state_file} is damaged ({type(e).__name__}: {e}); "
                         f"start a new run") from None
+    if shard is not None and shard != run.shard:
+        raise UserError(f"--shard {shard}: {path} is shard {run.shard}; resume it with --shard {run.shard} "
+                        f"(or without --shard)")
     if (path / "results.parquet").exists():
         df = results.load(path)
         for row in df.to_dict("records"):

@@ -4,6 +4,8 @@ progress, MLflow logging, and the run directory (see harness.run.rundir).
 Each invocation writes `<out>/<suite>/<UTC time>-<short id>/` with results.csv/.parquet,
 steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/,
 checkpoints/, errors.log and tracking.jsonl (harness.run.journal: what `harness sync` replays).
+With a shard (harness.suite.shard) only that part of the suite runs; suite.yaml still holds the
+whole suite, and the shard is in every row, env.json, state.json and the parent run's tags.
 A task that raises becomes a failed row; the others still run.
 Exit code: 0 all ok, 1 a row failed or diverged.
 """
@@ -14,7 +16,7 @@ import json
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.core import determinism, envinfo
@@ -85,12 +87,14 @@ class _Context:
 
 def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = False,
               argv: list[str] | None = None, resume_dir: Path | None = None, data_dir: str | None = None,
-              download: bool = False, keep_checkpoints: bool = False) -> RunOutcome:
+              download: bool = False, keep_checkpoints: bool = False, shard=None) -> RunOutcome:
     """Run every experiment of `suite`; see the module docstring.
 
     Whatever ends it early (a signal, a full disk, a bug), the results, steps and report of what
     finished are written, every MLflow run still open ends KILLED and the journal records the close;
     the exception then carries `run_dir` (where to `--resume`) and `rows` (how many were written).
+    `shard` (harness.suite.shard.Shard): run only that part; None: the whole suite, or on `--resume`
+    the shard the run recorded.
     """
     import torch
 
@@ -100,24 +104,26 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
     try:
         with interrupt.deferred():  # the run directory's first files are never cut in half by a signal
             if resume_dir is not None:
-                run = rundir.reopen(resume_dir, suite)
+                run = rundir.reopen(resume_dir, suite, shard)
                 _check_same_tracking(run, tracker)
                 tracker = journal.Journal(tracker, run.path)
                 tracker.resume(suite.name, run.parent_run_id)
             else:
-                run = rundir.new(out_root, suite.name)
+                run = rundir.new(out_root, suite.name, shard)
+                env["shard"] = str(run.shard)
                 tracker = journal.Journal(tracker, run.path)  # tracking.jsonl: what `harness sync` replays
                 run.parent_run_id = tracker.start(
                     suite.name, run.run_id, params={"suite": suite.name, "device": device, "argv": argv or [],
-                                                    "experiments": len(suite.experiments)},
-                    tags=_env_tags(env) | {"run_dir": str(run.path)})
+                                                    "experiments": len(run.shard.select(suite.experiments))},
+                    tags=_env_tags(env) | {"run_dir": str(run.path), "shard": str(run.shard)})
                 run.path.mkdir(parents=True, exist_ok=True)  # the journal made it
-                results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))
+                results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))  # the whole suite
                 results.atomic_write_json(run.path / "env.json", env)
             run.tracking_uri = tracker.tracking_uri or ""
             run.save_state()
         steps.extend(run.old_steps)
-        base = {"suite": suite.name, "run_id": run.run_id, "device": device,
+        suite = replace(suite, experiments=run.shard.select(suite.experiments))  # what this run runs
+        base = {"suite": suite.name, "run_id": run.run_id, "shard": str(run.shard), "device": device,
                 "device_name": envinfo.device_name(device), "git_commit": env["git_commit"],
                 "git_dirty": env["git_dirty"], "threads": torch.get_num_threads()}
         _run_all(suite, torch.device(device), base, tracker, rows, steps, run, fail_fast, (data_dir, download),
@@ -130,6 +136,8 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
             "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "errors.log"))
             if p.exists()])
         tracker.end(run.parent_run_id, "FAILED" if bad else "FINISHED")
+        run.finished = True
+        run.save_state()
     except BaseException as e:  # a signal, a full disk or a bug: keep what ran, end open runs KILLED
         _abort(e, run, rows, steps, env, tracker)
         raise
