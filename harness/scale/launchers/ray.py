@@ -9,7 +9,8 @@ workers need python and the harness for the command itself, nothing else.
 Where: $RAY_ADDRESS (or the `address` option) names a running cluster (`ray start --head` on one
 machine, `ray start --address ...` on the others); without it a local cluster is started on this
 machine with `num_cpus` CPUs (default: all) and stopped by close(). A shard asks for
-`cpus_per_shard` CPUs (default 1) and `--gpus-per-shard` GPUs.
+`cpus_per_shard` CPUs (default: the cluster's CPUs shared out among the shards, at least 1) and
+`--gpus-per-shard` GPUs; Ray sets OMP_NUM_THREADS to the shard's CPUs, so torch uses that many threads.
 
 The handle is the task's ObjectRef in hex, known only to the launcher that submitted it: the
 tasks belong to the process that runs `launch` (Ray ends a driver's tasks with it), so after it
@@ -32,7 +33,7 @@ CLOSE_GRACE_S = 60  # close() gives cancelled shards this long to write their ch
 class RayLauncher(Launcher):
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_shard: float = 1,
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_shard: int | None = None,
                  object_store_mb: int = 256) -> None:
         try:
             import ray  # noqa: F401
@@ -72,12 +73,14 @@ class RayLauncher(Launcher):
         import ray
 
         task = self._connect()
-        gpus = ray.cluster_resources().get("GPU", 0)
+        resources = ray.cluster_resources()
+        gpus = resources.get("GPU", 0)
         if job.gpus > gpus:
             raise UserError(f"--gpus-per-shard {job.gpus}: the Ray cluster has {gpus:g} GPUs")
+        cpus = self.cpus_per_shard or max(1, int(resources.get("CPU", 1) // job.count))
         job.log.parent.mkdir(parents=True, exist_ok=True)
         job.log.unlink(missing_ok=True)  # it appears when the task starts: pending until then
-        ref = task.options(num_cpus=self.cpus_per_shard, num_gpus=job.gpus, max_retries=0,
+        ref = task.options(num_cpus=cpus, num_gpus=job.gpus, max_retries=0,
                            name=f"harness-shard-{job.index}of{job.count}").remote(
             [str(a) for a in job.argv], str(job.cwd), dict(job.env), str(job.log))
         handle = ref.hex()
