@@ -11,7 +11,7 @@ started by the fixture as root):
 - `launch --launcher slurm --shards 2`: two Slurm jobs, merged rows equal a sequential run's; a shard
   cancelled by the scheduler is reported with its log, and `launch --resume` resubmits it alone;
 - an `sbatch --array=0-1` job running `run --shard auto` (SLURM_ARRAY_TASK_ID/COUNT): the two shard
-  runs hold each experiment once, with the sequential run's numbers;
+  runs hold each experiment once; `merge` makes the sequential run's table of them;
 - an `sbatch` job running `srun torchrun --nproc_per_node=2 --standalone -m harness run`: one
   data-parallel run (one run directory, world_size 2).
 
@@ -169,9 +169,10 @@ def test_sbatch_array_runs_one_shard_per_task(slurm_cluster, suite, sequential, 
     shards = list(results(out).values())
     assert len(shards) == 2, logs  # one run directory per array task
     assert sorted(e for f in shards for e in f.experiment) == ["lenet_a", "lenet_b"]  # each once
-    import pandas as pd
-
-    assert compared(pd.concat(shards)).equals(sequential)
+    # the README's next step: merge the array's shards into one table
+    done = run_cli("merge", out, "--out", tmp_path / "merged")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert merged(tmp_path / "merged").equals(sequential)
 
 
 def test_sbatch_srun_torchrun_is_one_data_parallel_run(slurm_cluster, suite, tmp_path):
