@@ -122,10 +122,16 @@ def test_real_slurm_runs_fails_and_cancels_shards(slurm_cluster, tmp_path):
     assert subprocess.run(["sacct"], capture_output=True, env=slurm_cluster.env).returncode != 0
 
 
-def test_real_slurm_refuses_a_bad_partition_with_sbatchs_reason(slurm_cluster, tmp_path):
+def test_real_slurm_refuses_a_bad_partition_with_sbatchs_reason(slurm_cluster, tmp_path, capfd):
     launcher = get_launcher("slurm")
+    bad = shard(tmp_path, 0, ["true"], partition="nope")
     with pytest.raises(UserError, match="--partition nope.*invalid partition"):
-        launcher.submit(shard(tmp_path, 0, ["true"], partition="nope"))
+        launcher.check(bad)  # before anything is created, nothing submitted
+    with pytest.raises(UserError, match="--partition nope.*invalid partition"):
+        launcher.submit(bad)
+    assert "sbatch: error" not in capfd.readouterr().err  # said once, in the UserError
+    launcher.check(shard(tmp_path, 0, ["true"], partition="debug", time_min=5))  # a good one passes
+    assert slurm_cluster.cmd("squeue", "--noheader").stdout.strip() == ""
 
 
 def test_real_slurm_passes_partition_and_time_limit(slurm_cluster, tmp_path):

@@ -18,6 +18,8 @@ submitit's machinery, no Slurm needed; the handle is then the controller's proce
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -84,6 +86,18 @@ class SlurmLauncher(Launcher):
                              gpus_per_node=job.gpus or None, stderr_to_stdout=True)
         return ex, folder
 
+    def check(self, job: ShardJob) -> None:
+        """Whether Slurm would take the job (partition, time limit, GPUs), without submitting it
+        (`sbatch --test-only`): for `launch` to call before it creates anything. UserError if not."""
+        if self.executor != "slurm":
+            return
+        flags = [f"--{k}={v}" for k, v in (("partition", job.partition), ("time", job.time_min),
+                                           ("gpus-per-node", job.gpus or None)) if v is not None]
+        done = subprocess.run(["sbatch", "--test-only", "--nodes=1", "--ntasks=1", *flags, "--wrap=true"],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise UserError(_refused(job, done.stderr))
+
     def submit(self, job: ShardJob) -> str:
         import submitit
 
@@ -91,12 +105,10 @@ class SlurmLauncher(Launcher):
         job.log.touch()  # there even if the job is cancelled before the shard starts
         ex, folder = self._executor(job)
         try:
-            sub = ex.submit(run_logged, [str(a) for a in job.argv], str(job.cwd), dict(job.env), str(job.log))
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's refusal too
+                sub = ex.submit(run_logged, [str(a) for a in job.argv], str(job.cwd), dict(job.env), str(job.log))
         except submitit.core.utils.FailedJobError as e:  # sbatch refused: a bad partition, time, gpus
-            asked = [f"--{flag} {value}" for flag, value in (("partition", job.partition),
-                     ("time-min", job.time_min), ("gpus-per-shard", job.gpus)) if value]
-            raise UserError(f"--launcher slurm: sbatch refused shard {job.index}/{job.count}"
-                            f"{' (' + ', '.join(asked) + ')' if asked else ''}: {_sbatch_message(e)}") from None
+            raise UserError(_refused(job, str(e))) from None
         handle = str(sub.job_id)
         self._jobs[handle] = sub
         self._folders[handle] = folder
@@ -156,10 +168,14 @@ class SlurmLauncher(Launcher):
         self._jobs.clear()
 
 
-def _sbatch_message(error: Exception) -> str:
-    text = str(error)
-    lines = [ln.strip() for ln in text.splitlines() if "sbatch: error" in ln]
-    return "; ".join(lines) or text.strip().splitlines()[-1]
+def _refused(job: ShardJob, stderr: str) -> str:
+    """The message for a job sbatch refused: what was asked, and sbatch's own reasons."""
+    asked = [f"--{flag} {value}" for flag, value in (("partition", job.partition), ("time-min", job.time_min),
+                                                     ("gpus-per-shard", job.gpus)) if value]
+    lines = [ln.strip() for ln in stderr.splitlines() if "sbatch: error" in ln]
+    reason = "; ".join(lines) or (stderr.strip().splitlines() or ["(no message)"])[-1]
+    return (f"--launcher slurm: sbatch refused shard {job.index}/{job.count}"
+            f"{' (' + ', '.join(asked) + ')' if asked else ''}: {reason}")
 
 
 def _scontrol_state(job_id: str) -> str | None:
