@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from slurm_cluster import slurm_cluster  # noqa: F401  (the real single-node Slurm, session fixture)
 
 
 @pytest.fixture(scope="session")
