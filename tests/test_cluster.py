@@ -112,6 +112,17 @@ def test_launch_on_a_local_ray_cluster(suite, sequential, tmp_path):
     assert merged(out).equals(sequential)
 
 
+def test_launch_on_a_partition_slurm_refuses_creates_nothing(slurm_cluster, suite, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("launch", suite, "--launcher", "slurm", "--shards", "2", "--partition", "nope", "--out", out,
+                   "--no-tracking")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --launcher slurm: sbatch refused") and "--partition nope" in done.stderr
+    assert "invalid partition" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+    assert slurm_cluster.cmd("squeue", "--noheader").stdout.strip() == ""
+
+
 def shard_jobs(cluster, out: Path) -> dict[str, list[str]]:
     """The launch's Slurm jobs (their submitit folder is under `out`): job name -> states."""
     found: dict[str, list[str]] = {}

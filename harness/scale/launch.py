@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
 import shlex
 import sys
@@ -84,6 +85,7 @@ def start(suite_path: Path, launcher_name: str, shards: int, out: Path, run_args
                         f"selection; give at most {len(suite.experiments)} shards")
     rundir.check_out_root(out)
     launcher = get_launcher(launcher_name)
+    launcher.check(ShardJob(0, shards, [], Path.cwd(), Path(os.devnull), {}, **options))  # e.g. sbatch --test-only
     uri = _open_store(out, tracking_uri) if tracking else None
     from harness.run.rundir import redact
     stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-launch-{secrets.token_hex(3)}"

@@ -66,6 +66,11 @@ class Launcher(abc.ABC):
     def cancel(self, handle: str) -> None:
         """Ask the shard to stop (SIGTERM or the scheduler's cancel); returns at once."""
 
+    def check(self, job: ShardJob) -> None:
+        """Whether the launcher would take a job like `job` (partition, time limit, GPUs), without
+        submitting anything: `launch` calls it before it creates its directory. UserError if not;
+        optional (the default takes everything, and `submit` says what it refuses)."""
+
     def close(self) -> None:
         """Release what the launcher holds (e.g. ray.shutdown); optional."""
 
