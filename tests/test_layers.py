@@ -60,7 +60,7 @@ def test_imports_go_down_the_layers_never_up():
     for importer, target, line in edges():
         a, b = layer(importer), layer(target)
         upward = LAYERS[b] > LAYERS[a] or (LAYERS[b] == LAYERS[a] and a != b)
-        if upward or (b == "cli" and importer != "harness.__main__"):
+        if upward or (b == "cli" and a != "cli"):  # the command line's modules import each other, nothing else them
             wrong.append(f"{MODULES[importer].relative_to(REPO)}:{line}: {importer} ({a}) imports {target} ({b})")
     assert not wrong, "imports against the layers (docs/architecture.md):\n" + "\n".join(wrong)
 

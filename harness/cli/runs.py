@@ -1,0 +1,218 @@
+"""run, list, summary, env: running a suite on this machine (or this process's part of it)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.core.errors import UserError
+
+
+def add(sub) -> None:
+    run = sub.add_parser("run", help="run a suite, log it to MLflow, write results and a report")
+    run.add_argument("suite", type=Path, help="suite YAML file, e.g. suites/kernels.yaml")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="auto (default) picks CUDA when present")
+    run.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
+                     help="results root (default: results/); each run writes DIR/<suite>/<UTC time>-<id>/")
+    run.add_argument("--tracking-uri", metavar="URI",
+                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///DIR/mlflow.db)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (results are still written)")
+    add_selection(run, shard=True)
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed experiment")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue an interrupted run: finished experiments are kept, an interrupted "
+                          "training restarts from its last checkpoint, MLflow runs are continued")
+    run.add_argument("--data-dir", metavar="DIR",
+                     help="directory holding FashionMNIST/raw/ (default: $HARNESS_DATA_DIR, else ~/.cache/harness/data)")
+    run.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing (needs internet)")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep each finished training's last checkpoint (default: removed once the experiment is done)")
+
+    lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion")
+    lst.add_argument("suite", type=Path)
+    add_selection(lst, shard=True)
+
+    summ = sub.add_parser("summary", help="a model's layers: output shapes, parameters, FLOPs")
+    summ.add_argument("model", help="registered model name, e.g. lenet, vgg, resnet18, resnext")
+    summ.add_argument("--input", default="1,1,28,28", metavar="N,C,H,W", help="input shape (default 1,1,28,28)")
+
+    env = sub.add_parser("env", help="what this machine is: python, torch, CUDA, cuDNN, GPU, git")
+    env.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
+    if shard:
+        p.add_argument("--shard", metavar="I/N", help="only shard I of N: the j-th experiment goes to shard j %% N; "
+                                                      "auto: I and N from a Slurm job array")
+    p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis)")
+    p.add_argument("-k", dest="select", metavar="SUBSTRING", help="only experiments whose name contains SUBSTRING")
+    p.add_argument("--max-experiments", type=int, metavar="N",
+                   help="refuse a suite that expands to more than N experiments (default 1000)")
+
+
+def cmd_run(args) -> int:
+    from harness.core import distributed
+    from harness.core.determinism import prepare_process
+    from harness.suite import load_suite
+
+    shard = _shard(args)
+    suite = load_suite(args.suite, seed=args.seed, select=args.select,
+                       max_experiments=args.max_experiments)  # all input checks first (every process)
+    if args.resume is not None and not args.resume.is_dir():
+        raise UserError(f"--resume {args.resume}: no such run directory")
+    from harness.run import rundir, runner
+
+    rundir.check_out_root(args.out)
+    uri = args.tracking_uri
+    if args.resume is not None:  # the same tracking mode; by default the same store
+        uri = uri or rundir.resumed_store(args.resume, tracking=not args.no_tracking)
+    if not args.no_tracking:  # one SQLite file is no store for many processes at once (exit 2)
+        from harness.track.store import many_writers, refuse_shared_sqlite
+
+        refuse_shared_sqlite(uri, many_writers(shard), args.out)
+    prepare_process()  # before CUDA starts
+
+    device = runner.resolve_device(args.device)
+    mine = shard.select(suite.experiments) if shard else suite.experiments  # a shard needs only its own data
+    here = distributed.world()  # under torchrun: rank, world size; rank 0 alone writes and tracks
+    if here.size > 1:
+        from harness.train.ddp import check_world
+
+        check_world(suite, device, download=args.download, experiments=mine)
+    if any(e.spec.kind == "train" for e in mine):
+        from harness.train.datacheck import check_data  # present and sound, before anything is written
+
+        check_data(mine, args.data_dir, download=args.download)
+    from harness.track import make_tracker
+
+    tracker = make_tracker(not args.no_tracking and here.writer, uri, args.out, create=args.resume is None)
+    try:
+        with distributed.process_group(device):  # destroyed on every way out
+            outcome = runner.run_suite(suite, device=device, out_root=args.out, tracker=tracker,
+                                       fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
+                                       resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
+                                       keep_checkpoints=args.keep_checkpoints, shard=shard)
+    except KeyboardInterrupt as e:
+        from harness.run import interrupt
+
+        e = interrupt.as_interrupted(e)
+        if here.writer:  # the other processes wrote nothing to report
+            print(f"interrupted ({e.name}): {_stopped(e, args, tracker)}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
+        if getattr(e, "run_dir", None) is None:
+            raise
+        print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
+        return 1
+    if not here.writer:
+        return outcome.exit_code
+    bad = sum(r["status"] in runner.BAD for r in outcome.rows)
+    noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
+    print(f"{len(outcome.rows)} rows, {bad} failed or diverged"
+          + (f", {noisy} noisy (IQR > 10% of the median: a busy machine?)" if noisy else "") + f" -> {outcome.run_dir}")
+    print(f"report: {outcome.run_dir / 'report.md'}")
+    if tracker.tracking_uri:
+        print(f"MLflow: {rundir.redact(tracker.tracking_uri)} (experiment {suite.name!r}, run {outcome.run_dir.name})")
+    if outcome.tracking_failures:
+        print(f"warning: {len(outcome.tracking_failures)} MLflow calls failed (first: {outcome.tracking_failures[0]}); "
+              f"the results are complete, and `python -m harness sync {outcome.run_dir}` logs the journal "
+              f"into MLflow", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _stopped(e: BaseException, args, tracker) -> str:
+    """What an interrupted run left, and the exact command that continues it."""
+    import os
+    import shlex
+
+    run_dir = getattr(e, "run_dir", None)
+    if run_dir is None:
+        return "nothing was written (the run had not started)"
+    cmd = ["python", "-m", "harness", "run", str(args.suite), "--resume", str(run_dir)]
+    if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":  # under torchrun: as many processes again (+ its options)
+        cmd[:2] = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}", "-m"]
+    if args.device != "auto":
+        cmd += ["--device", args.device]
+    if args.no_tracking:
+        cmd += ["--no-tracking"]
+    elif args.tracking_uri:  # else --resume finds the store in the run directory's state.json
+        cmd += ["--tracking-uri", args.tracking_uri]
+    cmd += [x for flag, value in (("--seed", args.seed), ("-k", args.select), ("--data-dir", args.data_dir))
+            if value is not None for x in (flag, str(value))]
+    cmd += [flag for flag, on in (("--fail-fast", args.fail_fast), ("--download", args.download),
+                                  ("--keep-checkpoints", args.keep_checkpoints)) if on]
+    mlflow = "" if not tracker.tracking_uri else "; its open MLflow runs ended KILLED"
+    return (f"{getattr(e, 'rows', 0)} finished rows are in {run_dir} (results, steps, report){mlflow}.\n"
+            f"Continue it with:\n  {shlex.join(cmd)}")
+
+
+def _shard(args):
+    """--shard I/N|auto as a Shard, or None without it (harness.suite.shard)."""
+    import os
+
+    from harness.suite.shard import parse_shard
+
+    return None if args.shard is None else parse_shard(args.shard, os.environ)
+
+
+def argv_is_cli() -> bool:
+    return Path(sys.argv[0]).name in ("__main__.py", "harness")
+
+
+def cmd_list(args) -> int:
+    from harness.suite import load_suite
+
+    from harness.core.kinds import KINDS
+
+    shard = _shard(args)
+    suite = load_suite(args.suite, seed=args.seed, select=args.select, max_experiments=args.max_experiments)
+    total = 0
+    print(f"{suite.name}: {suite.description}".rstrip(": "))
+    experiments = shard.select(suite.experiments) if shard else suite.experiments
+    if shard:
+        print(f"shard {shard}: {len(experiments)} of the {len(suite.experiments)} experiments")
+    for exp in experiments:
+        spec = exp.spec
+        n, what = KINDS.get(spec.kind).describe(spec)
+        total += n
+        print(f"  {exp.id:<28} {spec.kind:<13} seed {spec.seed:<3} {what}  [{n} rows]")
+    print(f"{len(experiments)} experiments, {total} rows")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    try:
+        shape = tuple(int(x) for x in args.input.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise UserError(f"--input {args.input}: give four positive integers N,C,H,W, e.g. 1,1,96,96")
+    from harness.models import create_model, summary_table
+
+    model = create_model(args.model, in_channels=shape[1], input_size=shape[2:])
+    rows = summary_table(model, shape)
+    print(f"{args.model} on input {shape}")
+    print(f"{'layer':<8} {'type':<18} {'output shape':<20} {'params':>12} {'FLOPs':>16}")
+    for r in rows:
+        shape_text = str(tuple(r["output_shape"])) if r.get("output_shape") else ""
+        print(f"{r['layer']:<8} {r.get('type', ''):<18} {shape_text:<20} {r['params']:>12,} {r['flops']:>16,}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    import json
+
+    from harness.core import envinfo
+
+    info = envinfo.collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "summary": cmd_summary, "env": cmd_env}

@@ -1,0 +1,52 @@
+"""launch, merge: a suite as shards on many processes or machines (harness.scale, docs/scaling.md)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.cli.runs import add_selection
+
+
+def add(sub) -> None:
+    launch = sub.add_parser("launch", help="run a suite as N shards (local processes, Slurm, Ray), wait, merge, "
+                                           "sync into MLflow")
+    launch.add_argument("suite", type=Path, nargs="?", help="suite YAML file (not with --resume)")
+    launch.add_argument("--launcher", choices=("local", "slurm", "ray"),
+                        help="local (default): subprocesses; slurm: submitit (harness[slurm]); ray: harness[ray]")
+    launch.add_argument("--shards", type=int, metavar="N", help="how many parts the suite runs as")
+    launch.add_argument("--gpus-per-shard", type=int, metavar="G", help="GPUs each shard asks for (slurm, ray)")
+    launch.add_argument("--partition", metavar="P", help="Slurm partition")
+    launch.add_argument("--time-min", type=int, metavar="T", help="Slurm time limit per shard, minutes")
+    launch.add_argument("--resume", type=Path, metavar="LAUNCH_DIR", help="resubmit only the shards of that launch "
+                                                                         "that did not finish")
+    for flag, kw in (("--device", dict(choices=("auto", "cpu", "cuda"))), ("--data-dir", dict(metavar="DIR")),
+                     ("--tracking-uri", dict(metavar="URI")), ("--out", dict(type=Path, default=Path("results")))):
+        launch.add_argument(flag, help=f"as for run ({flag})", **kw)
+    for flag in ("--no-tracking", "--download", "--fail-fast", "--keep-checkpoints"):
+        launch.add_argument(flag, action="store_true", help=f"as for run ({flag})")
+    add_selection(launch)
+    merge = sub.add_parser("merge", help="merge the shards of a suite (run --shard I/N) into one results table "
+                                         "and report; exit 1 naming a missing or unfinished shard")
+    merge.add_argument("paths", nargs="+", type=Path, metavar="DIR", help="shard run directories, or folders of them")
+    merge.add_argument("--out", type=Path, metavar="DIR",
+                       help="directory to write into (default: results/<suite>/<UTC time>-merged-<id>/)")
+
+
+def cmd_launch(args) -> int:
+    from harness.scale import launch
+
+    return launch.from_cli(args)
+
+
+def cmd_merge(args) -> int:
+    from harness.scale import merge
+
+    outcome = merge.merge(args.paths, args.out)
+    for problem in outcome.problems():
+        print(f"error: {problem}", file=sys.stderr)
+    print(f"{outcome.rows} rows from {outcome.count - len(outcome.missing)} of {outcome.count} shards "
+          f"-> {outcome.dest}\nreport: {outcome.dest / 'report.md'}")
+    return outcome.exit_code
+
+
+COMMANDS = {"launch": cmd_launch, "merge": cmd_merge}
