@@ -110,9 +110,11 @@ def test_ray_local_cluster_runs_fails_and_cancels_shards(ray_launcher, tmp_path)
 def test_ray_refuses_gpus_the_cluster_does_not_have(ray_launcher, tmp_path):
     import ray
 
+    ray_launcher.check(shard(tmp_path, 0, ["true"]))  # reaches (here: starts) the cluster; no GPU asked: fine
     have = ray.cluster_resources().get("GPU", 0)
-    with pytest.raises(UserError, match=rf"--gpus-per-shard {int(have) + 1}: the Ray cluster has {have:g} GPUs"):
-        ray_launcher.submit(shard(tmp_path, 0, ["true"], gpus=int(have) + 1))
+    for refused in (ray_launcher.check, ray_launcher.submit):  # launch asks check before creating anything
+        with pytest.raises(UserError, match=rf"--gpus-per-shard {int(have) + 1}: the Ray cluster has {have:g} GPUs"):
+            refused(shard(tmp_path, 0, ["true"], gpus=int(have) + 1))
 
 
 def test_real_slurm_runs_fails_and_cancels_shards(slurm_cluster, tmp_path):

@@ -245,6 +245,6 @@ def test_every_experiment_is_compiled_afresh_past_dynamos_recompile_limit(monkey
     for _ in range(2):
         model = torch.nn.Linear(4, 3)
         step = _compiled_step(model, torch.optim.SGD(model.parameters(), lr=0.1), spec)
-        step(torch.randn(5, 4), torch.randint(0, 3, (5,)))
+        step(torch.randn(5, 4), torch.randint(0, 3, (5,)), 5)  # x, y, the global batch's length
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[1] > graphs[0] > 0

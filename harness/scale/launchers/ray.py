@@ -69,14 +69,22 @@ class RayLauncher(Launcher):
         self._task = ray.remote(shardproc.run_logged)
         return self._task
 
+    def check(self, job: ShardJob) -> None:
+        """The cluster (reached or started now) has the GPUs a shard asks for: `launch` asks before
+        it creates anything."""
+        import ray
+
+        self._connect()
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if job.gpus > gpus:
+            raise UserError(f"--gpus-per-shard {job.gpus}: the Ray cluster has {gpus:g} GPUs")
+
     def submit(self, job: ShardJob) -> str:
         import ray
 
         task = self._connect()
+        self.check(job)
         resources = ray.cluster_resources()
-        gpus = resources.get("GPU", 0)
-        if job.gpus > gpus:
-            raise UserError(f"--gpus-per-shard {job.gpus}: the Ray cluster has {gpus:g} GPUs")
         cpus = self.cpus_per_shard or max(1, int(resources.get("CPU", 1) // job.count))
         job.log.parent.mkdir(parents=True, exist_ok=True)
         job.log.unlink(missing_ok=True)  # it appears when the task starts: pending until then

@@ -95,7 +95,10 @@ class SlurmLauncher(Launcher):
                                            ("gpus-per-node", job.gpus or None)) if v is not None]
         done = subprocess.run(["sbatch", "--test-only", "--nodes=1", "--ntasks=1", *flags, "--wrap=true"],
                               capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
+        # "Requested node configuration is not available" is also what --test-only says while the
+        # partition's nodes are drained or down, where a real submission waits: left to submit(),
+        # which sbatch refuses only when the request can never run (e.g. more GPUs than a node has)
+        if done.returncode != 0 and "node configuration is not available" not in done.stderr:
             raise UserError(_refused(job, done.stderr))
 
     def submit(self, job: ShardJob) -> str:
