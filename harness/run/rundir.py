@@ -107,6 +107,25 @@ def reopen(path: Path, suite, shard: Shard | None = None) -> RunDir:
     return run
 
 
+def find_under(paths: list[Path], marker: str, no_dir: str, none_below: str, is_run=None) -> list[Path]:
+    """Each path that is a run directory, else every directory below it that is one (sorted): a run
+    directory holds the file `marker` (and passes `is_run`, when given). `no_dir` and `none_below`
+    (formatted with `path`) are the UserErrors for a path that is not a directory, or holds none."""
+    is_run = is_run or (lambda d: (d / marker).is_file())
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise UserError(no_dir.format(path=path))
+        if is_run(path):
+            found.append(path)
+            continue
+        below = sorted(p.parent for p in path.rglob(marker) if is_run(p.parent))
+        if not below:
+            raise UserError(none_below.format(path=path))
+        found += below
+    return found
+
+
 def recorded_state(path: Path) -> dict:
     """state.json of a run directory, or {} when it is missing or unreadable (reopen says why)."""
     try:

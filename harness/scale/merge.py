@@ -66,19 +66,12 @@ class MergeOutcome:
 
 def find_shard_dirs(paths: list[Path]) -> list[Path]:
     """Each path that is a run directory (state.json + suite.yaml), else every one below it."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise UserError(f"merge {path}: no such directory; give shard run directories "
-                            f"(made by run --shard I/N) or a folder holding them")
-        if _is_run_dir(path):
-            found.append(path)
-            continue
-        below = sorted(p.parent for p in path.rglob("state.json") if _is_run_dir(p.parent))
-        if not below:
-            raise UserError(f"merge {path}: no run directory in it or below it (looked for state.json "
-                            f"and suite.yaml); give shard run directories made by run --shard I/N")
-        found += below
+    found = rundir.find_under(
+        paths, "state.json", is_run=_is_run_dir,
+        no_dir="merge {path}: no such directory; give shard run directories (made by run --shard I/N) or a "
+               "folder holding them",
+        none_below="merge {path}: no run directory in it or below it (looked for state.json and suite.yaml); "
+                   "give shard run directories made by run --shard I/N")
     return list(dict.fromkeys(p.resolve() for p in found))
 
 

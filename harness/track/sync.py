@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.run import journal, results
+from harness.run import journal, results, rundir
 from harness.core.errors import UserError
 
 
@@ -45,20 +45,12 @@ class SyncOutcome:
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
     """Each path that holds a journal, or else every directory under it that does (sorted)."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise UserError(f"sync {path}: no such directory; give a run directory (results/<suite>/<UTC time>-<id>) "
-                            f"or a folder of them")
-        if (path / journal.FILE).is_file():
-            found.append(path)
-            continue
-        below = sorted(p.parent for p in path.rglob(journal.FILE))
-        if not below:
-            raise UserError(f"sync {path}: no {journal.FILE} in it or below it; it is not a run directory "
-                            f"(or it was written by a harness older than the tracking journal)")
-        found += below
-    return found
+    return rundir.find_under(
+        paths, journal.FILE,
+        no_dir="sync {path}: no such directory; give a run directory (results/<suite>/<UTC time>-<id>) or a "
+               "folder of them",
+        none_below=f"sync {{path}}: no {journal.FILE} in it or below it; it is not a run directory (or it was "
+                   f"written by a harness older than the tracking journal)")
 
 
 @dataclass
