@@ -60,6 +60,21 @@ def test_paired_rounds_see_a_10_percent_slowdown_through_a_2x_machine_drift():
     assert verdict == "regressed" and ratio == pytest.approx(1.10, abs=0.02) and p < 1e-4
 
 
+def test_one_unlucky_pair_of_processes_is_ambiguous_and_a_real_slowdown_in_every_pair_regresses():
+    rng = random.Random(3)
+    # 30 pairs from 2 pairs of worker processes: the first pair's "this tree" process landed 9 % slower
+    # (its own luck), the second's 2 %; pooled, the median ratio is past 5 % and the sign test significant
+    lucky = [d * (1.09 if r < 15 else 1.02) * rng.uniform(0.99, 1.01) for r, d in enumerate(DRIFT + DRIFT[:10])]
+    base = DRIFT + DRIFT[:10]
+    ratio, p, verdict = regress.judge(base, lucky, threshold=0.05, paired=True)
+    assert ratio > 1.05 and p < 0.01 and verdict == "regressed"  # what one pool of rounds would say
+    assert regress.judge(base, lucky, threshold=0.05, paired=True, groups=2)[2] == "ambiguous"
+    slower = [d * 1.10 * rng.uniform(0.98, 1.02) for d in base]  # the code: every process alike
+    assert regress.judge(base, slower, threshold=0.05, paired=True, groups=2)[2] == "regressed"
+    faster = [d / 1.10 * rng.uniform(0.98, 1.02) for d in base]
+    assert regress.judge(base, faster, threshold=0.05, paired=True, groups=2)[2] == "faster"
+
+
 def test_paired_rounds_of_unchanged_code_are_never_a_regression():
     rng = random.Random(2)
     for _ in range(300):

@@ -167,8 +167,11 @@ def measure_revision(suite, device: str, rev: str, flag: str, rounds: int, slowd
         root = extract(commit, top, Path(tmp), flag)
         ref, cur = measure_ab(suite, device, root, rounds, slowdown)
     env = envinfo.collect()
-    return (document(suite, device, ref, env | {"git_commit": commit, "git_dirty": False, "git_describe": commit[:12]}),
+    docs = (document(suite, device, ref, env | {"git_commit": commit, "git_dirty": False, "git_describe": commit[:12]}),
             document(suite, device, cur, env))
+    for doc in docs:  # the rounds in PROCESS_PAIRS consecutive blocks, one per pair (check.judge's groups)
+        doc["method"]["process_pairs"] = PROCESS_PAIRS
+    return docs
 
 
 class _Worker:
