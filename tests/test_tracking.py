@@ -229,3 +229,15 @@ def test_find_run_finds_children_whose_names_hold_quotes(mlflow_uri, tmp_path):
     assert tracker.find_run("quotes", "run-1").info.run_id == parent
     assert tracker.find_run("quotes", "lenet[act='relu']/train/28x28") is None  # not a parent run
     tracker.close()
+
+
+def test_a_suites_experiment_is_a_model_development_one_with_its_description(tracker, client):
+    tracker.start("suite-kind", "r1", params={"description": "four networks"}, tags={})
+    exp = client.get_experiment_by_name("suite-kind")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3: opens on the runs
+    assert exp.tags["mlflow.note.content"] == "four networks"
+    # one made by an older harness (no tags) is marked when a run starts in it; a new description wins
+    old = client.create_experiment("suite-old")
+    tracker.start("suite-old", "r2", params={"description": "now described"}, tags={})
+    tags = client.get_experiment(old).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development" and tags["mlflow.note.content"] == "now described"

@@ -16,6 +16,7 @@ from conftest import REPO, run_cli, write_suite
 
 SUITE = """
 suite: uitest
+description: kernels and two models for the UI test
 defaults: {min_run_time_s: 0.01, batch_size: 32, epochs: 2, dataset: fashion_mnist_sample, train_limit: 64, val_limit: 32}
 experiments:
   - {name: corr, kind: kernel, kernel: corr2d, variants: [loop, vectorized, native], sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
@@ -63,10 +64,16 @@ def test_ui_serves_the_store_run_wrote_and_stops_on_ctrl_c(tmp_path, mlflow_uri)
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline().startswith(f"MLflow UI: http://127.0.0.1:{port}  (store {mlflow_uri})")
+        newest = proc.stdout.readline()  # the experiment whose latest run started last: this test's
         wait_healthy(port, proc)
         status, found = call(port, "/api/2.0/mlflow/experiments/search", {"max_results": 100})
         assert status == 200
         (exp,) = [e for e in found["experiments"] if e["name"] == "uitest"]
+        assert newest == f"newest experiment 'uitest': http://127.0.0.1:{port}/#/experiments/{exp['experiment_id']}/runs\n"
+        # MLflow 3 opens a model-development experiment on its runs (not its GenAI traces page)
+        tags = {t["key"]: t["value"] for t in exp["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+        assert tags["mlflow.note.content"] == "kernels and two models for the UI test"
         runs = call(port, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})[1]["runs"]
         children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" for t in r["data"]["tags"])]
         kernels = [r for r in children if r["info"]["run_name"].startswith("corr/")]

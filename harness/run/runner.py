@@ -119,7 +119,7 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
                 env["shard"] = str(run.shard)
                 tracker = journal.Journal(tracker, run.path)  # tracking.jsonl: what `harness sync` replays
                 run.parent_run_id = tracker.start(
-                    suite.name, run.run_id, params={"suite": suite.name, "device": device, "argv": argv or [],
+                    suite.name, run.run_id, params={"suite": suite.name, "description": suite.description, "device": device, "argv": argv or [],
                                                     "experiments": len(run.shard.select(suite.experiments))},
                     tags=_env_tags(env) | {"run_dir": str(run.path), "shard": str(run.shard)})
                 run.path.mkdir(parents=True, exist_ok=True)  # the journal made it

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.run import results
+from harness.track import experiments
 from harness.core.errors import UserError
 
 __all__ = ["MlflowTracker", "default_tracking_uri", "flatten"]
@@ -117,7 +118,7 @@ class MlflowTracker:
         """Get or create the suite's experiment, open the parent run, log params and tags.
 
         `at_ms` (here and below): the time to record instead of now, when a journal is replayed."""
-        self.experiment_id = self._experiment_id(suite)
+        self.experiment_id = self._experiment_id(suite, params.get("description"))
         run = self.client.create_run(self.experiment_id, start_time=at_ms or _now_ms(), run_name=run_name)
         self.parent_run_id = run.info.run_id
         self._open.append(self.parent_run_id)
@@ -243,7 +244,8 @@ class MlflowTracker:
         if parent:
             self.parent_run_id = run_id
 
-    def _experiment_id(self, suite: str) -> str:
+    def _experiment_id(self, suite: str, description: str | None = None) -> str:
+        """The suite's experiment, created (or marked, harness.track.experiments) when a run starts."""
         exp = self.client.get_experiment_by_name(suite)
         if exp is None:
             location = None  # a server: its --artifacts-destination (mlflow-artifacts:/), which every client reaches
@@ -251,7 +253,8 @@ class MlflowTracker:
                 self.artifact_root.mkdir(parents=True, exist_ok=True)
                 location = self.artifact_root.resolve().as_uri()
             try:
-                return self.client.create_experiment(suite, artifact_location=location)
+                return self.client.create_experiment(suite, artifact_location=location,
+                                                     tags=experiments.experiment_tags(description))
             except MlflowException:
                 # Another process created it between our lookup and create.
                 exp = self.client.get_experiment_by_name(suite)
@@ -269,6 +272,8 @@ class MlflowTracker:
                 f"mlflow experiments restore --experiment-id {exp.experiment_id}`, "
                 f"or purge it with `mlflow gc --backend-store-uri {self.tracking_uri}`"
             )
+        if description is not None:  # a run starts in it (not a resume or an adopted run)
+            experiments.mark(self.client, exp, description)
         return exp.experiment_id
 
     def log_params(self, run_id: str, params: dict, tags: dict) -> None:

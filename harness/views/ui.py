@@ -3,8 +3,10 @@
     python -m harness ui [--port 5000] [--results DIR | --tracking-uri URI]
 
 Starts `mlflow server` as a child process (in its own process group, so that stopping it stops its
-uvicorn worker too), prints the URL and waits; Ctrl-C (or SIGTERM) stops the server and returns 0.
-This module does not import mlflow: the server is MLflow's own command line.
+uvicorn worker too), prints the URL and the URL of the newest experiment's runs (the experiment
+whose latest run started last), and waits; Ctrl-C (or SIGTERM) stops the server and returns 0.
+The server is MLflow's own command line; mlflow is imported (through harness.track) only to find
+the newest experiment.
 """
 from __future__ import annotations
 
@@ -46,9 +48,14 @@ def serve(tracking_uri: str, port: int, results_root: Path | None = None) -> int
         cmd += ["--artifacts-destination", str(Path(results_root).resolve() / "mlartifacts")]
     # MLflow's job runner (GenAI evaluation jobs, seven worker processes) is of no use for browsing runs
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    from harness.track.experiments import newest_experiment, runs_url
+
+    newest = newest_experiment(tracking_uri)  # read before the server starts: the UI opens on its runs
     proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     print(f"MLflow UI: http://{HOST}:{port}  (store {tracking_uri}); Ctrl-C to stop", flush=True)
+    if newest:
+        print(f"newest experiment {newest[1]!r}: {runs_url(f'http://{HOST}:{port}', newest[0])}", flush=True)
     try:
         return proc.wait()
     except KeyboardInterrupt:
