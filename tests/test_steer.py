@@ -65,6 +65,14 @@ def test_overrides_are_recorded_in_the_resolved_suite_and_loading_it_again_chang
     assert newer.overrides == ("seed=3", "lr=0.5", "iterations=5")  # learn.iterations=2 no longer applies
 
 
+def test_a_bad_override_in_the_file_is_named_by_its_place(tmp_path):
+    path = write_suite(tmp_path / "o.yaml", MIXED + "overrides: [iterations=2, itrations=2]\n")
+    with pytest.raises(UserError) as err:
+        load_suite(path)
+    assert str(err.value) == (f"{path}: overrides[1] (itrations=2): no experiment in this suite has a field "
+                              "'itrations'; did you mean 'iterations'?")
+
+
 def test_an_override_of_a_matrix_axis_replaces_the_axis(tmp_path):
     path = write_suite(tmp_path / "m.yaml", MIXED + "matrix: {seed: [0, 1], lr: [0.1, 0.2]}\n")
     assert len(load_suite(path).experiments) == 2 + 4 + 4
@@ -124,19 +132,24 @@ def test_a_bad_set_on_run_creates_nothing(mixed, tmp_path):
     assert not out.exists()
 
 
-def test_run_records_the_overrides_in_suite_yaml(mixed, tmp_path):
+def test_run_records_the_overrides_in_suite_yaml_and_mlflow(mixed, tmp_path, mlflow_uri):
     out = tmp_path / "results"
-    proc = run_cli("run", mixed, "--set", "dtype=float64", "--set", "learn.lr=0.5", "-k", "c", "--no-tracking",
-                   "--out", out, "--device", "cpu", cwd=tmp_path, timeout=900)
+    proc = run_cli("run", mixed, "--set", "dtype=float64", "--set", "learn.lr=0.5", "-k", "c", "--tracking-uri",
+                   mlflow_uri, "--out", out, "--device", "cpu", cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr
     (saved,) = out.glob("mixed/*/suite.yaml")
     doc = yaml.safe_load(saved.read_text())
     assert doc["overrides"] == ["dtype=float64"]  # learn is not selected (-k c: the exact name)
     assert [(e["id"], e["dtype"]) for e in doc["experiments"]] == [("c", "float64")]
     import pandas as pd
+    from mlflow.tracking import MlflowClient
 
     rows = pd.read_csv(saved.parent / "results.csv")
     assert set(rows["dtype"]) == {"float64"} and len(rows) == 2
+    runs = MlflowClient(mlflow_uri).search_runs([MlflowClient(mlflow_uri).get_experiment_by_name("mixed").experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.data.params["overrides"] for r in parent] == ['["dtype=float64"]']
+    assert {r.data.params["dtype"] for r in runs if r not in parent} == {"float64"}  # the children's spec params
 
 
 def test_k_takes_an_exact_name_a_glob_or_a_substring():
