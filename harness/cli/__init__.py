@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from harness.cli import gate, runs, scale, views
 from harness.core.errors import UserError
@@ -17,7 +18,8 @@ from harness.core.errors import UserError
 EXAMPLES = """\
 examples:
   python -m harness run suites/kernels.yaml             run the kernel study on the best device
-  python -m harness run suites/kernels.yaml -k corr2d   only experiments whose name contains corr2d
+  python -m harness run suites/kernels.yaml -k corr2d   only the experiment corr2d (or those whose name contains it)
+  python -m harness run smoke --set epochs=1 --set lenet.lr=0.05   suites/smoke.yaml with fields changed
   python -m harness list suites/kernels.yaml            what would run, after matrix expansion
   python -m harness env                                 what this machine is
   python -m harness check suites/kernels-ci.yaml --baseline results/baselines/kernels-cpu.json
@@ -43,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from harness.run import interrupt  # no torch, mlflow or pandas
+    from harness.suite.names import find_suite
 
     args = build_parser().parse_args(argv)
     try:
+        if isinstance(getattr(args, "suite", None), Path):  # a SUITE argument: `run smoke` is suites/smoke.yaml
+            args.suite = find_suite(args.suite)
         with interrupt.handled():  # SIGTERM and SIGHUP end a command the way Ctrl-C does
             return COMMANDS[args.command](args)
     except UserError as e:

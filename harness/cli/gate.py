@@ -9,7 +9,7 @@ def add(sub) -> None:
                    help="auto (default) picks CUDA when present; the baseline's device class must match")
     rounds = dict(type=int, default=None, metavar="N", help="interleaved timing rounds (default 10)")
     base = sub.add_parser("baseline", help="record a kernel suite's speed as a baseline file for `check`")
-    base.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml")
+    base.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml or kernels-ci")
     base.add_argument("--out", type=Path, required=True, metavar="FILE",
                       help="baseline file to write, e.g. results/baselines/kernels-cpu.json")
     base.add_argument("--device", **devices)
@@ -19,7 +19,7 @@ def add(sub) -> None:
                            "so the baseline serves only a machine like this one)")
     check = sub.add_parser("check", help="CI gate: time a kernel suite against a baseline or another revision, "
                                          "exit 1 on a regression")
-    check.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml")
+    check.add_argument("suite", type=Path, help="kernel suite, e.g. suites/kernels-ci.yaml or kernels-ci")
     other = check.add_mutually_exclusive_group(required=True)
     other.add_argument("--baseline", type=Path, metavar="FILE",
                        help="baseline file recorded by `baseline`: its commit is measured side by side with this tree")

@@ -10,7 +10,7 @@ from harness.core.errors import UserError
 
 def add(sub) -> None:
     run = sub.add_parser("run", help="run a suite, log it to MLflow, write results and a report")
-    run.add_argument("suite", type=Path, help="suite YAML file, e.g. suites/kernels.yaml")
+    run.add_argument("suite", type=Path, help=SUITE_HELP)
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="auto (default) picks CUDA when present")
     run.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
@@ -30,7 +30,7 @@ def add(sub) -> None:
                      help="keep each finished training's last checkpoint (default: removed once the experiment is done)")
 
     lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion")
-    lst.add_argument("suite", type=Path)
+    lst.add_argument("suite", type=Path, help=SUITE_HELP)
     add_selection(lst, shard=True)
 
     summ = sub.add_parser("summary", help="a model's layers: output shapes, parameters, FLOPs")
@@ -41,12 +41,25 @@ def add(sub) -> None:
     env.add_argument("--json", action="store_true", help="print JSON")
 
 
+SUITE_HELP = "suite YAML file (e.g. suites/kernels.yaml), or the name of one in suites/ (e.g. smoke)"
+
+
 def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
     if shard:
         p.add_argument("--shard", metavar="I/N", help="only shard I of N: the j-th experiment goes to shard j %% N; "
                                                       "auto: I and N from a Slurm job array")
-    p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis)")
-    p.add_argument("-k", dest="select", metavar="SUBSTRING", help="only experiments whose name contains SUBSTRING")
+    p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis; "
+                                            "the same as --set seed=N, and not given with any --set of seed)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="[NAME.]KEY=VALUE",
+                   help="change a field, validated as in the suite file (repeatable): KEY=VALUE for every "
+                        "experiment whose kind has KEY, over its own value and the defaults (a matrix axis KEY "
+                        "is replaced); NAME.KEY=VALUE for experiment NAME only, winning over KEY=VALUE. VALUE "
+                        "is YAML: --set epochs=1 --set lenet.lr=0.05 --set resize=[32,32]; no nested keys (set "
+                        "model_args={arch: ...} whole). Recorded as `overrides` in the run's suite.yaml")
+    p.add_argument("-k", dest="select", metavar="PATTERN",
+                   help="only some experiments, by name: the one named PATTERN if there is one; else, with * ? or "
+                        "[...], those whose whole name matches the glob (-k 'res*'); else those whose name "
+                        "contains PATTERN (-k res). Case-sensitive; matrix points share their experiment's name")
     p.add_argument("--max-experiments", type=int, metavar="N",
                    help="refuse a suite that expands to more than N experiments (default 1000)")
 
@@ -57,8 +70,8 @@ def cmd_run(args) -> int:
     from harness.suite import load_suite
 
     shard = _shard(args)
-    suite = load_suite(args.suite, seed=args.seed, select=args.select,
-                       max_experiments=args.max_experiments)  # all input checks first (every process)
+    suite = load_suite(args.suite, seed=args.seed, select=args.select, max_experiments=args.max_experiments,
+                       overrides=args.overrides)  # all input checks first (every process)
     if args.resume is not None and not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run directory")
     from harness.run import rundir, runner
@@ -140,6 +153,7 @@ def _stopped(e: BaseException, args, tracker) -> str:
         cmd += ["--tracking-uri", args.tracking_uri]
     cmd += [x for flag, value in (("--seed", args.seed), ("-k", args.select), ("--data-dir", args.data_dir))
             if value is not None for x in (flag, str(value))]
+    cmd += [x for text in args.overrides or [] for x in ("--set", text)]
     cmd += [flag for flag, on in (("--fail-fast", args.fail_fast), ("--download", args.download),
                                   ("--keep-checkpoints", args.keep_checkpoints)) if on]
     mlflow = "" if not tracker.tracking_uri else "; its open MLflow runs ended KILLED"
@@ -166,7 +180,8 @@ def cmd_list(args) -> int:
     from harness.core.kinds import KINDS
 
     shard = _shard(args)
-    suite = load_suite(args.suite, seed=args.seed, select=args.select, max_experiments=args.max_experiments)
+    suite = load_suite(args.suite, seed=args.seed, select=args.select, max_experiments=args.max_experiments,
+                       overrides=args.overrides)
     total = 0
     print(f"{suite.name}: {suite.description}".rstrip(": "))
     experiments = shard.select(suite.experiments) if shard else suite.experiments

@@ -10,7 +10,7 @@ from harness.cli.runs import add_selection
 def add(sub) -> None:
     launch = sub.add_parser("launch", help="run a suite as N shards (local processes, Slurm, Ray), wait, merge, "
                                            "sync into MLflow")
-    launch.add_argument("suite", type=Path, nargs="?", help="suite YAML file (not with --resume)")
+    launch.add_argument("suite", type=Path, nargs="?", help="suite YAML file or name in suites/ (not with --resume)")
     launch.add_argument("--launcher", choices=("local", "slurm", "ray"),
                         help="local (default): subprocesses; slurm: submitit (harness[slurm]); ray: harness[ray]")
     launch.add_argument("--shards", type=int, metavar="N", help="how many parts the suite runs as")

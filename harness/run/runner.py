@@ -119,8 +119,10 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
                 env["shard"] = str(run.shard)
                 tracker = journal.Journal(tracker, run.path)  # tracking.jsonl: what `harness sync` replays
                 run.parent_run_id = tracker.start(
-                    suite.name, run.run_id, params={"suite": suite.name, "description": suite.description, "device": device, "argv": argv or [],
-                                                    "experiments": len(run.shard.select(suite.experiments))},
+                    suite.name, run.run_id, params={"suite": suite.name, "description": suite.description,
+                                                    "device": device, "argv": argv or [],
+                                                    "experiments": len(run.shard.select(suite.experiments)),
+                                                    "overrides": list(suite.overrides)},
                     tags=_env_tags(env) | {"run_dir": str(run.path), "shard": str(run.shard)})
                 run.path.mkdir(parents=True, exist_ok=True)  # the journal made it
                 results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))  # the whole suite

@@ -42,7 +42,7 @@ CANCEL_WAIT_S = 60.0
 # the settings of a launch recorded in launch.json, which `launch --resume` reuses (so refuses)
 FIXED = {k: f"--{k.replace('_', '-')}" for k in ("device", "seed", "max_experiments", "data_dir", "download",
                                                 "fail_fast", "keep_checkpoints", "no_tracking", "gpus_per_shard",
-                                                "partition", "time_min")} | {"select": "-k"}
+                                                "partition", "time_min")} | {"select": "-k", "overrides": "--set"}
 
 
 def from_cli(args) -> int:
@@ -68,7 +68,9 @@ def from_cli(args) -> int:
                 if value is not None for x in (flag, str(value))]
     run_args += [flag for flag, on in (("--download", args.download), ("--fail-fast", args.fail_fast),
                                        ("--keep-checkpoints", args.keep_checkpoints)) if on]
-    selection = {"seed": args.seed, "select": args.select, "max_experiments": args.max_experiments}
+    run_args += [x for text in args.overrides or [] for x in ("--set", text)]
+    selection = {"seed": args.seed, "select": args.select, "max_experiments": args.max_experiments,
+                 "overrides": args.overrides}
     options = {"gpus": args.gpus_per_shard or 0, "partition": args.partition, "time_min": args.time_min}
     return start(args.suite, args.launcher or "local", args.shards, args.out, run_args, selection, options,
                  tracking=not args.no_tracking, tracking_uri=args.tracking_uri)

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS, NAME_PATTERN, SpecBase, pydantic_problems
 from harness.core.registry import unknown_name_message
+from harness.suite import overrides as steer
+from harness.suite.names import select_names
 from harness.suite.yamlfile import read_yaml
 
 MAX_ERRORS_SHOWN = 8
@@ -50,6 +52,7 @@ class _SuiteFile(BaseModel):
     defaults: dict[str, Any] = {}
     experiments: list[dict[str, Any]] = Field(min_length=1)
     matrix: dict[str, list[Any]] = {}
+    overrides: list[str] = []  # KEY=VALUE / NAME.KEY=VALUE, applied like --set (harness.suite.overrides)
 
 
 @dataclass(frozen=True)
@@ -71,17 +74,22 @@ class Suite:
     name: str
     description: str
     experiments: list[Experiment]
+    overrides: tuple[str, ...] = ()  # the overrides applied (--set, --seed, the file's own), as KEY=VALUE
 
     def resolved(self) -> dict:
-        """The suite as it will run: every default applied, the matrix expanded."""
+        """The suite as it will run: every default and override applied, the matrix expanded. Its
+        `overrides` record what changed the file's values (applying them again changes nothing)."""
         return {"suite": self.name, "description": self.description, "source": str(self.path),
+                **({"overrides": list(self.overrides)} if self.overrides else {}),
                 "experiments": [{"id": e.id, **e.spec.model_dump(mode="json")} for e in self.experiments]}
 
 
 def load_suite(path: str | Path, *, seed: int | None = None, select: str | None = None,
-               max_experiments: int | None = None) -> Suite:
-    """Read, validate and expand a suite. `seed` overrides every experiment's seed (and replaces
-    a `seed` axis of the matrix); `select` keeps experiments whose name contains it; more than
+               max_experiments: int | None = None, overrides: list[str] | None = None) -> Suite:
+    """Read, validate and expand a suite. `overrides` (--set: "epochs=1", "lenet.lr=0.05") change
+    fields before validation (harness.suite.overrides); `seed` overrides every experiment's seed
+    (and replaces a `seed` axis of the matrix); `select` (-k) keeps the experiment of that name, or
+    those a glob matches, or those whose name contains it (harness.suite.names); more than
     `max_experiments` (default MAX_EXPERIMENTS) after expansion is refused before anything is
     expanded."""
     if seed is not None and not 0 <= seed < SEED_LIMIT:
@@ -99,13 +107,15 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
         raise SuiteError(path, pydantic_problems(e, prefix="", model=_SuiteFile)) from None
 
     problems = _check_names(top) + _check_keys(top)
+    changes, used = _overrides(path, top, overrides, seed, problems), set()
+    names = [str(e.get("name", "")) for e in top.experiments]
+    chosen = set(names) if not select else select_names(select, names)
     experiments: list[Experiment] = []
-    matrix = {k: v for k, v in top.matrix.items() if not (seed is not None and k == "seed")}
-    too_many = _check_count(top, matrix, select, max_experiments)
+    too_many = _check_count(top, chosen, changes, max_experiments)
     if too_many:  # nothing is expanded: report it with the file-level problems found so far
         raise SuiteError(path, problems + too_many)
     for i, exp in enumerate(top.experiments):
-        if select and select not in str(exp.get("name", "")):
+        if names[i] not in chosen:
             continue
         where = f"experiments[{i}]"
         kind = exp.get("kind")
@@ -113,13 +123,15 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
             problems.append((f"{where}.kind", "missing" if kind is None else unknown_name_message("kind", str(kind), list(KINDS))))
             continue
         model = KINDS.get(kind).spec
-        base = {k: v for k, v in top.defaults.items() if k in model.model_fields} | exp
-        axes = {k: v for k, v in matrix.items() if k in model.model_fields}
+        mine = steer.applying(changes, exp.get("name"), model.model_fields)  # key -> Override
+        used.update(map(id, mine.values()))
+        base = {k: v for k, v in top.defaults.items() if k in model.model_fields} | exp \
+            | {k: o.value for k, o in mine.items()}
+        axes = {k: v for k, v in top.matrix.items() if k in model.model_fields and k not in mine}
         for values in itertools.product(*axes.values()):
             point = dict(zip(axes, values))
-            fields = base | point | ({"seed": seed} if seed is not None else {})
-            spec, errs = _validate_one(model, fields, where, point)
-            problems += errs
+            spec, errs = _validate_one(model, base | point, where, point)
+            problems += steer.relabel(errs, where, mine)
             if spec is not None:
                 label = ",".join(f"{k}={v}" for k, v in point.items())
                 experiments.append(Experiment(f"{spec.name}[{label}]" if point else spec.name, spec, point))
@@ -128,7 +140,22 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     if not experiments:
         names = ", ".join(str(e.get("name")) for e in top.experiments)
         raise UserError(f"{path}: -k {select!r} selects no experiment (names: {names})")
-    return Suite(path, top.suite, top.description, experiments)
+    return Suite(path, top.suite, top.description, experiments,
+                 tuple(dict.fromkeys(o.text for o in changes if id(o) in used)))
+
+
+def _overrides(path: Path, top: _SuiteFile, given: list[str] | None, seed: int | None,
+               problems: list) -> list[steer.Override]:
+    """The file's `overrides:` and the command line's (--seed, --set), resolved against the
+    suite's experiments; any problem with them is reported at once, with the file's own so far."""
+    mine, bad = steer.parse(top.overrides, steer.FILE)
+    cli, bad_cli = steer.parse(list(given or []))
+    changes, bad_names = steer.resolve(mine + ([steer.seed_override(seed)] if seed is not None else []) + cli,
+                                       top.experiments, lambda k: KINDS.get(k).spec.model_fields
+                                       if isinstance(k, str) and k in KINDS else None)
+    if bad or bad_cli or bad_names:
+        raise SuiteError(path, problems + bad + bad_cli + bad_names)
+    return changes
 
 
 def _read_yaml(path: Path) -> dict:
@@ -142,19 +169,24 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-def _check_count(top: _SuiteFile, matrix: dict, select: str | None, limit: int) -> list[tuple[str, str]]:
+def _check_count(top: _SuiteFile, chosen: set[str], changes: list, limit: int) -> list[tuple[str, str]]:
     """The experiments the matrix would make, counted (the product of the axes' lengths per
-    experiment) before anything is expanded: a huge matrix is refused at once."""
-    total = 0
+    experiment, less the axes an override replaces) before anything is expanded: a huge matrix is
+    refused at once."""
+    total, counted = 0, set()
     for exp in top.experiments:
         kind = exp.get("kind")
-        if (select and select not in str(exp.get("name", ""))) or not isinstance(kind, str) or kind not in KINDS:
+        if str(exp.get("name", "")) not in chosen or not isinstance(kind, str) or kind not in KINDS:
             continue
         fields = KINDS.get(kind).spec.model_fields
-        total += math.prod(len(v) for k, v in matrix.items() if k in fields)
+        mine = steer.applying(changes, exp.get("name"), fields)
+        axes = {k: v for k, v in top.matrix.items() if k in fields and k not in mine}
+        counted.update(axes)
+        total += math.prod(len(v) for v in axes.values())
     if total <= limit:
         return []
-    axes = ", ".join(f"{k}: {len(v):,} value{'s' if len(v) != 1 else ''}" for k, v in matrix.items())
+    axes = ", ".join(f"{k}: {len(v):,} value{'s' if len(v) != 1 else ''}" for k, v in top.matrix.items()
+                     if k in counted)
     return [("matrix", f"{total:,} experiments after expansion ({axes}), more than the limit of "
              f"{limit:,}; shrink the matrix, or raise the limit with --max-experiments {total}")]
 

@@ -66,6 +66,15 @@ def read_yaml(path: Path) -> object:
     if len(data) > MAX_FILE_BYTES:
         raise UserError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB, the most a suite file may be; "
                         f"a big study is a few experiments and a `matrix:`")
+    return load_text(text, str(path))
+
+
+def load_text(text: str, where: str, marks: bool = True) -> object:
+    """The YAML document in `text` (None when empty), within the limits above; errors start with
+    `where` (followed by :line:col when `marks`)."""
+    def at(mark) -> str:
+        return f"{where}:{mark.line + 1}:{mark.column + 1}" if mark and marks else where
+
     loader = _Limited(text)
     try:
         node = loader.get_single_node()
@@ -74,15 +83,13 @@ def read_yaml(path: Path) -> object:
         _check_graph(node)
         return loader.construct_document(node)
     except _Refused as e:
-        raise UserError(f"{path}:{e.mark.line + 1}:{e.mark.column + 1}: {e.message}") from None
+        raise UserError(f"{at(e.mark)}: {e.message}") from None
     except yaml.constructor.ConstructorError as e:
-        mark = e.problem_mark
-        raise UserError(f"{path}:{mark.line + 1}:{mark.column + 1}: YAML tags that construct objects "
-                        f"are not allowed ({e.problem})") from None
+        raise UserError(f"{at(e.problem_mark)}: YAML tags that construct objects are not allowed "
+                        f"({e.problem})") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise UserError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise UserError(f"{at(getattr(e, 'problem_mark', None))}: not valid YAML: "
+                        f"{getattr(e, 'problem', None) or e}") from None
     finally:
         loader.dispose()
 
