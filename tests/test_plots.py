@@ -76,9 +76,13 @@ def test_an_experiment_with_a_fixed_input_is_drawn_against_its_work():
              "config": json.dumps({"input": [16, 16], "channels": 4, "pool": [p, p], "mode": m})}
             for v in ("vectorized", "native") for p in (2, 3) for m in ("max", "avg")]
     label, panels, _ = plots.kernel_series(rows)
-    assert label == "arithmetic operations per call (flops)"
-    assert list(panels) == ["mode=max", "mode=avg"]  # the text parameter splits; the pool size is the x axis
-    assert [len(s) for p in panels.values() for s in p.values()] == [2, 2, 2, 2]
+    assert label == "pool (elements)"  # the one numeric parameter that varies: its window's elements
+    assert list(panels) == ["mode=max", "mode=avg"]  # the text parameter splits
+    assert panels["mode=max"]["native"] == [(4.0, 2e-6), (9.0, 3e-6)]
+    both = [r | {"config": json.dumps(json.loads(r["config"]) | {"channels_out": r["time_median_s"] * 1e6})}
+            for r in rows]  # two numeric parameters vary: the work per call it is
+    label, panels, _ = plots.kernel_series(both)
+    assert label == "arithmetic operations per call (flops)" and list(panels) == ["mode=max", "mode=avg"]
 
 
 def test_kernel_plots_are_written_per_experiment_and_decode(tmp_path):

@@ -6,8 +6,8 @@ scale/merge.py for a merged run (both before report.md, so a report can embed th
   the least-squares slope of log time against log size: 1 is linear in the size, 2 quadratic). The
   size is the input's elements (C·H·W) when the experiment varies it; its other varying size
   parameters (kernel, padding, stride, output channels, ...) make one panel each. An experiment
-  whose input is fixed is drawn against the work per call (flops), a panel per text parameter
-  (pooling mode). Capped and failed rows have no time: their points are missing, a line needs two
+  whose input is fixed is drawn against the one numeric size parameter that varies (the pooling
+  window's elements), else the work per call (flops), a panel per text parameter (pooling mode). Capped and failed rows have no time: their points are missing, a line needs two
   points for a fit, and a variant with no time at all is named in the legend with its status.
 - for training experiments, `training.png` (harness.train.plots.side_by_side): every model's
   training loss per batch and validation accuracy per epoch on the same axes.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 from harness.core.palette import colour_map
@@ -88,9 +89,15 @@ def kernel_series(rows: list[dict]) -> tuple[str, dict, dict]:
     if None not in elements and len(set(elements)) > 1:
         label, xs = "input elements (C·H·W)", elements
         split = [k for k in varying if k not in INPUT_KEYS]
-    else:
-        label, xs = "arithmetic operations per call (flops)", [r.get("flops") for r in rows]
-        split = [k for k in varying if all(isinstance(c.get(k), str) for c in configs)]
+    else:  # the input is fixed: the one numeric size parameter that varies, else the work per call
+        numeric = [k for k in varying if not any(isinstance(c.get(k), str) for c in configs)]
+        if len(numeric) == 1:
+            key = numeric[0]
+            label, xs = f"{key} ({'elements' if isinstance(configs[0].get(key), list) else 'value'})", [
+                float(math.prod(v) if isinstance(v := c.get(key), list) else v) for c in configs]
+        else:
+            label, xs = "arithmetic operations per call (flops)", [r.get("flops") for r in rows]
+        split = [k for k in varying if k not in numeric]
     panels: dict[str, dict[str, dict[float, list[float]]]] = {}
     missing: dict[str, dict[str, list[str]]] = {}
     for r, c, x in zip(rows, configs, xs):
@@ -127,7 +134,8 @@ def time_vs_size(exp_id: str, rows: list[dict], path: Path, colours: dict[str, s
     label, panels, missing = kernel_series(rows)
     cols = min(3, len(panels))
     n_rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(5.2 * cols, 4.0 * n_rows + 0.6), squeeze=False)
+    width = max(5.2 * cols, 7.5)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(width, 4.0 * n_rows + 0.8), squeeze=False)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     for ax, (title, series) in zip(axes.flat, panels.items()):
         for j, variant in enumerate(variants):
@@ -136,6 +144,7 @@ def time_vs_size(exp_id: str, rows: list[dict], path: Path, colours: dict[str, s
                     color=colours[variant], label=_legend(variant, points, missing.get(title, {}).get(variant, [])))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _size_ticks(ax, sorted({x for points in series.values() for x, _ in points}))
         ax.set_xlabel(label)
         ax.set_ylabel("median time per call (s)")
         ax.grid(alpha=0.3, which="both")
@@ -144,9 +153,20 @@ def time_vs_size(exp_id: str, rows: list[dict], path: Path, colours: dict[str, s
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     r = rows[0]
-    title = (f"{exp_id}: kernel {r.get('family')}, {r.get('dtype')}, {r.get('device')} ({r.get('device_name')}), "
-                 f"{r.get('threads')} thread(s), baseline {r.get('baseline')}\nrun {r.get('run_id')}")
+    title = (textwrap.fill(f"{exp_id}: kernel {r.get('family')}, {r.get('dtype')}, {r.get('device')} "
+                           f"({r.get('device_name')}), {r.get('threads')} thread(s), baseline {r.get('baseline')}",
+                           width=int(width * 11)) + f"\nrun {r.get('run_id')}")  # ~11 characters an inch
     return train_plots.save(fig, plt, path, title)
+
+
+def _size_ticks(ax, xs: list[float]) -> None:
+    """The sizes themselves as the x ticks when there are few (a short log range otherwise gets
+    overlapping minor labels like 6.35x10^4)."""
+    from matplotlib.ticker import NullFormatter
+
+    if 0 < len(xs) <= 8:
+        ax.set_xticks(xs, [f"{x:,.0f}" if x >= 1 else f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _legend(variant: str, points, missing: list[str]) -> str:
