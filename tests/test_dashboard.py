@@ -9,7 +9,7 @@ from conftest import run_cli
 from synthetic_runs import KA, KB, TA, TB, write_runs
 
 RENDERED = "Array.from(document.querySelectorAll('.plotly-graph-div')).filter(gd => gd._fullLayout && gd.calcdata).length"
-CHARTS = {"kernel-corr2d-loop", "training-curves", "throughput-memory", "time-to-accuracy", "kernel-history"}
+CHARTS = {"kernel-ks-corr", "training-curves", "throughput-memory", "time-to-accuracy", "kernel-history"}
 
 
 @pytest.fixture

@@ -67,7 +67,12 @@ def test_run_directory_holds_every_output(e2e):
     _, run_dirs, _, tmp = e2e
     run_dir = run_dirs[0]
     assert {p.name for p in run_dir.iterdir()} == {"results.csv", "results.parquet", "report.md", "env.json",
-                                                   "suite.yaml", "steps.csv", "state.json", "tracking.jsonl"}
+                                                   "suite.yaml", "steps.csv", "state.json", "tracking.jsonl", "plots"}
+    # a time-vs-size plot per kernel experiment with a time (`wrong` has none; learn_kernel is no kernel)
+    assert [p.name for p in (run_dir / "plots").iterdir()] == ["corr-time.png"]
+    from matplotlib.image import imread
+
+    assert min(imread(run_dir / "plots" / "corr-time.png").shape) > 0
     assert not list(tmp.glob("mlruns")) and not list(REPO.glob("mlruns"))
     env = json.loads((run_dir / "env.json").read_text())
     assert env["device"] == "cpu" and env["torch"] and env["cpu_count"]
@@ -137,7 +142,7 @@ def test_mlflow_holds_parent_children_metrics_tags_and_statuses(e2e):
     for tag in ("torch", "cpu_model", "device", "git_commit", "host"):
         assert tag in parent.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"results.csv", "report.md", "env.json", "suite.yaml"} <= artifacts
+    assert {"results.csv", "report.md", "env.json", "suite.yaml", "plots"} <= artifacts
     assert exp.artifact_location.startswith("file://") and "mlartifacts" in exp.artifact_location
 
     by_id = {c.info.run_id: c for c in children}

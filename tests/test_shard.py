@@ -107,6 +107,9 @@ def test_merge_writes_one_table_in_suite_order(shards, tmp_path):
     assert list(dict.fromkeys(df["experiment"])) == ["a", "b", "c"]
     assert list(df["shard"]) == ["0/2", "0/2", "1/2", "0/2"] and set(df["run_id"]) == {"m"}
     assert "## Shards (2 of 2 merged)" in (tmp_path / "m" / "report.md").read_text()
+    # the plots of the merged run, each kernel experiment's from whichever shard ran it (c is learn_kernel)
+    assert sorted(p.name for p in (tmp_path / "m" / "plots").iterdir()) == ["a-time.png", "b-time.png"]
+    assert all(p.stat().st_size > 10_000 for p in (tmp_path / "m" / "plots").iterdir())
     # a folder holding the shards is found too
     assert run_cli("merge", root / "0", root / "1", "--out", tmp_path / "m2").returncode == 0
 

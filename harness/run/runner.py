@@ -2,7 +2,7 @@
 progress, MLflow logging, and the run directory (see harness.run.rundir).
 
 Each invocation writes `<out>/<suite>/<UTC time>-<short id>/` with results.csv/.parquet,
-steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/,
+steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/ (run/plots.py),
 checkpoints/, errors.log and tracking.jsonl (harness.run.journal: what `harness sync` replays).
 With a shard (harness.suite.shard) only that part of the suite runs; suite.yaml still holds the
 whole suite, and the shard is in every row, env.json, state.json and the parent run's tags.
@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.core import determinism, distributed, envinfo
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS
-from harness.run import interrupt, journal, report, results, rundir
+from harness.run import interrupt, journal, plots, report, results, rundir
 
 DEVICES = ("auto", "cpu", "cuda")
 BAD = ("failed", "diverged")
@@ -137,12 +137,15 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
                 "backend": here.backend}
         _run_all(suite, torch.device(device), base, tracker, rows, steps, run, fail_fast, (data_dir, download),
                  keep_checkpoints)
+        if run.writer:  # before report.md: a report may show them
+            plots.write(suite.resolved()["experiments"], run.with_kept(rows), steps, run.path)
         _write(run, rows, steps, env)
         bad = sum(r["status"] in BAD for r in rows)
         tracker.log_metrics(run.parent_run_id, {"rows": len(rows), "failed": bad,
                                                 "wall_s": time.perf_counter() - t_start})
         tracker.log_artifacts(run.parent_run_id, [p for p in (run.path / n for n in (
-            "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "errors.log"))
+            "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "errors.log",
+            "plots"))
             if p.exists()])
         tracker.end(run.parent_run_id, "FAILED" if bad else "FINISHED")
         run.finished = True

@@ -9,7 +9,7 @@ env.json: the commit; state.json: the shard and whether it finished). Before any
 
 Then the rows of every shard are written as one table (in the suite's experiment order, each row's
 `run_id` the merged directory's name, its `shard` column kept), with steps.csv, report.md (plus a
-section on the shards), suite.yaml, env.json (the first shard's) and merge.json. A missing shard, one
+section on the shards), plots/ (harness.run.plots), suite.yaml, env.json (the first shard's) and merge.json. A missing shard, one
 that did not finish (interrupted, crashed) or failed rows make the exit status 1, each named; what was
 there is still merged.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from harness.core.errors import UserError
-from harness.run import report, results, rundir
+from harness.run import plots, report, results, rundir
 from harness.suite.shard import Shard, parse_shard
 
 BAD = ("failed", "diverged")
@@ -164,6 +164,7 @@ def write(runs: list[ShardRun], tables: list, dest: Path, count: int, missing: l
         "suite": runs[0].suite.get("suite"), "git_commit": runs[0].commit, "shards": count,
         "runs": {str(r.shard): {"path": str(r.path), "finished": r.finished} for r in runs},
         "missing": [f"{i}/{count}" for i in missing], "rows": len(rows), "exit_code": outcome.exit_code})
+    plots.write(runs[0].suite.get("experiments") or [], rows, steps, dest)  # as the runner: before report.md
     results.atomic_write_text(dest / "report.md", report.run_report(df, env, steps) + _shards_section(runs, tables,
                                                                                                      outcome))
     return outcome

@@ -25,6 +25,13 @@ class Shipped:
 
 
 SHIPPED = {SAMPLE: Shipped(Path(__file__).resolve().parent / "fashion_mnist_sample", train=2000, val=1000)}
+FULL_TRAIN = 60_000  # training examples of the full set
+
+
+def train_images(dataset: str, train_limit: int | None) -> int:
+    """How many images an experiment trains on: its dataset's training set, or the first train_limit."""
+    size = SHIPPED[dataset].train if dataset in SHIPPED else FULL_TRAIN
+    return min(size, train_limit) if train_limit else size
 
 
 def needs_data_dir(dataset: str) -> bool:

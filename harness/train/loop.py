@@ -88,7 +88,7 @@ def train(exp, device, ctx) -> dict:
     flops = mfu.train_flops_per_image(model, spec.input_size)
     model = ddp.wrap(model, spec, world)  # under torchrun: DistributedDataParallel (harness.train.ddp)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
-    history, start, elapsed = [], 0, 0.0
+    history, start, elapsed, batches = [], 0, 0.0, []  # batches: the sampled per-batch loss of this invocation
     if ctx.resume is not None:  # every process loads the same checkpoint
         checkpoint.restore(ctx.resume, model=ddp.unwrap(model), optimizer=optimizer)
         history, start, elapsed = list(ctx.resume["history"]), ctx.resume["epoch"], ctx.resume["elapsed_s"]
@@ -104,6 +104,7 @@ def train(exp, device, ctx) -> dict:
                              and epoch == start)
             if "compile_s" in metrics:
                 out["compile_s"] = metrics.pop("compile_s")
+            batches += metrics.pop("batch_points")
             history.append(metrics)
             elapsed += metrics["epoch_time_s"]
             diverged = not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss"))
@@ -119,7 +120,10 @@ def train(exp, device, ctx) -> dict:
                 out |= {"status": "diverged", "error": f"loss became {metrics['train_loss']} in epoch {epoch + 1}"}
                 break
     if history and world.writer:
-        ctx.artifact(plots.training_curves(history, ctx.run_dir / "plots" / f"{exp.id}.png", title=exp.id))
+        setting = plots.settings(spec.model, spec.lr, spec.batch_size, spec.epochs, len(data.train), spec.determinism,
+                                 f"{device.type} ({envinfo.device_name(str(device))})")
+        ctx.artifact(plots.training_curves(plots.Curves(history, batches), ctx.run_dir / "plots" / f"{exp.id}.png",
+                                           title=plots.experiment_title(exp.id, setting, ctx.run_dir.name)))
     out |= _summary(history, spec, elapsed, ddp.unwrap(model))
     gpu = envinfo.device_name(str(device)) if device.type == "cuda" else None  # no CPU peaks: no CPU MFU
     per_device = out["images_per_s"] / world.size if out.get("images_per_s") is not None else None
@@ -139,6 +143,8 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
     correct = torch.zeros((), device=device, dtype=torch.long)
     compile_s, compile_n, shapes = 0.0, 0, set()
     graphs = spec.compile == "reduce-overhead"
+    every = math.ceil(n_batches / plots.BATCH_POINTS_PER_EPOCH)  # batches per point of the per-batch loss
+    seen, marks = 0, []  # this process's images so far; (global batch, loss_sum then, seen then) at each window's end
     sync()
     t0 = time.perf_counter()
     batches = train_batches(data.train, spec.batch_size, seed=spec.seed, epoch=epoch, part=(world.rank, world.size))
@@ -157,6 +163,9 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
             shapes.add(len(y))
         loss_sum += loss.detach() * len(y) if world.size == 1 else loss.detach() * (whole / world.size)
         correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if (i + 1) % every == 0 or i + 1 == n_batches:  # a window of batches ends: a copy on the device, no sync
+            marks.append((epoch * n_batches + i + 1, loss_sum.clone(), seen))
         ctx.progress(f"epoch {epoch + 1}/{spec.epochs}", i + 1, n_batches)
     sync()
     train_s = time.perf_counter() - t0
@@ -169,7 +178,23 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
            "images_per_s": ((n - compile_n) / (train_s - compile_s)  # all processes' images; nan: every batch compiled
                             if n > compile_n else float("nan")),
            "epoch_time_s": time.perf_counter() - t0 - compile_s}
+    out["batch_points"] = _batch_losses(marks, n_batches, ctx if world.writer else None)
     return out | ({"compile_s": compile_s} if compiling else {})
+
+
+def _batch_losses(marks, n_batches: int, ctx) -> list[tuple[float, float]]:
+    """The training loss per batch as ProgressBoard draws it: the mean over each window of batches
+    (under torchrun: of this process's part), as (fractional epoch, loss) at the window's last batch;
+    logged by the writer as `train_loss_batch`, its step the global batch number."""
+    sums = torch.stack([m[1] for m in marks]).tolist() if marks else []  # the epoch has synced already
+    points, before, seen_before = [], 0.0, 0
+    for (at, _, seen), total in zip(marks, sums):
+        points.append((at, (total - before) / max(seen - seen_before, 1)))
+        before, seen_before = total, seen
+    if ctx is not None:
+        for at, loss in points:
+            ctx.log({plots.BATCH_METRIC: loss}, at)
+    return [(at / n_batches, loss) for at, loss in points]
 
 
 @torch.no_grad()

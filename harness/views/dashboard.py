@@ -5,32 +5,45 @@
 plotly.js is embedded in the page (no CDN, no server): index.html opens from the file system,
 offline, and can be mailed or attached to CI as one file. Charts (dashboards/README.md says more):
 
-- kernel time and speedup against input size, per family and variant (log axes);
+- kernel time and speedup against input size, one chart per kernel experiment, a trace per variant (log axes);
 - training curves per model: mean over seeds and runs with a ±1 std band;
 - training throughput and peak memory per model and device (mean ± std);
 - time to accuracy: validation accuracy against cumulative training time;
 - the history of kernel timings across runs, with regressions (harness.views.compare's "worse") marked.
 
-Each chart's caption names the runs, commits and devices it was drawn from.
+Each chart's caption names the runs, commits and devices it was drawn from. A model (training) or a
+variant (kernels) keeps its colour on every chart (harness.core.palette: the names sorted onto one
+palette, as in the run directories' PNGs); several devices in a chart differ by dash or bar pattern.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from html import escape
 from pathlib import Path
 
+from harness.core.palette import colour_map
 from harness.views import compare
 from harness.run import results
 
-PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
-           "#FECB52"]
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")  # one per device in a chart
+PATTERNS = ("", "/", ".", "x", "-")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")  # one per kernel family in the history
 CURVES = {"train_loss": "training loss", "val_acc": "validation accuracy"}
 
 
 def build(paths: list[Path], out_dir: Path, suite: str | None = None, since: str | None = None) -> Path:
     """Write out_dir/index.html from the runs under `paths` (results/ by default); returns its path."""
+    df, steps = load(paths, suite, since)
+    index = Path(out_dir) / "index.html"
+    results.atomic_write_text(index, _page(df, sections(df, steps)))
+    return index
+
+
+def load(paths: list[Path], suite: str | None = None, since: str | None = None):
+    """(rows prepared by harness.views.compare, their runs' steps.csv records) of the runs under `paths`."""
     import pandas as pd
 
     df, steps = [], []
@@ -47,11 +60,16 @@ def build(paths: list[Path], out_dir: Path, suite: str | None = None, since: str
                         runs=len(df))
     df = compare.prepared(df)
     steps = pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(columns=["run_id", "experiment", "seed"])
-    sections = [*_kernel_scaling(df), _training_curves(df, steps), _throughput_memory(df),
-                _time_to_accuracy(df, steps), _kernel_history(df)]
-    index = Path(out_dir) / "index.html"
-    results.atomic_write_text(index, _page(df, [s for s in sections if s is not None]))
-    return index
+    return df, steps
+
+
+def sections(df, steps) -> list:
+    """The charts, (anchor, title, provenance, note, plotly figure) each, of prepared rows and steps."""
+    colours = {"model": colour_map(df.loc[df["kind"] == "train", "name"].dropna()),
+               "variant": colour_map(df.loc[df["kind"] == "kernel", "variant"].dropna())}
+    found = [*_kernel_scaling(df, colours), _training_curves(df, steps, colours), _throughput_memory(df, colours),
+             _time_to_accuracy(df, steps, colours), _kernel_history(df, colours)]
+    return [s for s in found if s is not None]
 
 
 def _provenance(sub) -> str:
@@ -63,8 +81,13 @@ def _provenance(sub) -> str:
             f"device(s) {', '.join(devices)}.")
 
 
-def _colors(keys) -> dict:
-    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(dict.fromkeys(keys))}
+def _dashes(sub) -> dict:
+    """device name -> dash style of the chart's lines (solid for all when it holds one device)."""
+    return {d: DASHES[i % len(DASHES)] for i, d in enumerate(sorted(set(sub["device_name"])))}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
 
 
 def _label(sub, parts: list[str]) -> callable:
@@ -79,32 +102,37 @@ def _input_elements(config: str) -> float:
     return float(h * w * (c.get("channels_in") or c.get("channels") or 1))
 
 
-def _kernel_scaling(df) -> list:
+def _kernel_scaling(df, colours) -> list:
+    """One chart per kernel experiment (per suite: ids are a suite's own), a trace per variant."""
     from plotly.subplots import make_subplots
 
     k = df[(df["kind"] == "kernel") & (df["status"] == "ok")]
     out = []
-    for (family, baseline), g in k.groupby(["family", "baseline"], sort=False):
+    for (suite, experiment), g in k.groupby(["suite", "experiment"], sort=False):
+        family, baseline = g["family"].iloc[0], g["baseline"].iloc[0]
+        dashes = _dashes(g)
         g = g.assign(x=g["config"].map(_input_elements), trace=g.apply(_label(g, ["variant"]), axis=1))
-        pts = g.groupby(["trace", "size"], sort=False).agg(x=("x", "first"), time=("time_median_s", "median"),
-                                                           speedup=("speedup", "median")).reset_index()
+        pts = g.groupby(["trace", "size"], sort=False).agg(
+            x=("x", "first"), time=("time_median_s", "median"), speedup=("speedup", "median"),
+            variant=("variant", "first"), device=("device_name", "first")).reset_index()
         fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                             subplot_titles=("median time per call (s)", f"speedup over {baseline}"))
-        colors = _colors(pts["trace"])
         for name, t in pts.groupby("trace", sort=False):
             t = t.sort_values("x")
+            colour, dash = colours["variant"][t["variant"].iloc[0]], dashes[t["device"].iloc[0]]
             for col, y in ((1, "time"), (2, "speedup")):
                 t_ok = t[t[y].notna()]
                 line = t_ok.groupby("x")[y].median()
                 fig.add_scatter(x=t_ok["x"], y=t_ok[y], mode="markers", name=name, legendgroup=name,
-                                showlegend=col == 1, marker={"color": colors[name], "size": 7},
+                                showlegend=col == 1, marker={"color": colour, "size": 7},
                                 text=t_ok["size"], hovertemplate="%{text}<br>%{y:.3g}<extra>" + name + "</extra>",
                                 row=1, col=col)
                 fig.add_scatter(x=line.index, y=line.to_numpy(), mode="lines", legendgroup=name, showlegend=False,
-                                line={"color": colors[name], "width": 1.5}, hoverinfo="skip", row=1, col=col)
+                                line={"color": colour, "width": 1.5, "dash": dash}, hoverinfo="skip", row=1, col=col)
         fig.update_xaxes(type="log", title_text="input elements (C·H·W)")
         fig.update_yaxes(type="log")
-        out.append((f"kernel-{family}-{baseline}", f"Kernel {family}: time and speedup against input size",
+        out.append((f"kernel-{_slug(suite)}-{_slug(experiment)}",
+                    f"Kernel experiment {experiment} ({family}, suite {suite}): time and speedup against input size",
                     _provenance(g),
                     "Markers: every size point (median over runs and seeds; hover for the full size); lines: "
                     "median over the sizes with the same input.", _layout(fig)))
@@ -140,7 +168,7 @@ def _train_steps(df, steps):
                        suffixes=("", "_row")) if len(t) and len(steps) else None
 
 
-def _training_curves(df, steps):
+def _training_curves(df, steps, colours):
     from plotly.subplots import make_subplots
 
     s = _train_steps(df, steps)
@@ -148,18 +176,20 @@ def _training_curves(df, steps):
         return None
     s = s[s["metric"].isin(list(CURVES))].assign(trace=lambda d: d.apply(_label(d, ["name"]), axis=1))
     fig = make_subplots(rows=1, cols=len(CURVES), subplot_titles=list(CURVES.values()), horizontal_spacing=0.08)
-    colors = _colors(s["trace"])
+    dashes = _dashes(s)
     for col, metric in enumerate(CURVES, start=1):
         for name, g in s[s["metric"] == metric].groupby("trace", sort=False):
+            colour = colours["model"][g["name"].iloc[0]]
             agg = g.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
             band = agg.dropna(subset=["std"])
             if len(band):
                 fig.add_scatter(x=[*band["step"], *band["step"][::-1]],
                                 y=[*(band["mean"] + band["std"]), *(band["mean"] - band["std"])[::-1]],
-                                fill="toself", fillcolor=_rgba(colors[name], 0.18), line={"width": 0},
+                                fill="toself", fillcolor=_rgba(colour, 0.18), line={"width": 0},
                                 legendgroup=name, showlegend=False, hoverinfo="skip", row=1, col=col)
             fig.add_scatter(x=agg["step"], y=agg["mean"], mode="lines+markers", name=name, legendgroup=name,
-                            showlegend=col == 1, line={"color": colors[name]}, customdata=agg[["std", "count"]],
+                            showlegend=col == 1, line={"color": colour, "dash": dashes[g["device_name"].iloc[0]]},
+                            customdata=agg[["std", "count"]],
                             hovertemplate="epoch %{x}: %{y:.4f} ± %{customdata[0]:.4f} (n=%{customdata[1]})"
                                           f"<extra>{name}</extra>", row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1)
@@ -167,7 +197,7 @@ def _training_curves(df, steps):
             "Mean over seeds and runs; the band is ±1 standard deviation (drawn where n ≥ 2).", _layout(fig))
 
 
-def _throughput_memory(df):
+def _throughput_memory(df, colours):
     from plotly.subplots import make_subplots
 
     t = df[(df["kind"] == "train") & (df["status"] == "ok")]
@@ -178,11 +208,13 @@ def _throughput_memory(df):
     m["x"] = [f"{s}/{n}" if several else n for s, n in zip(m["suite"], m["name"])]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training images/s", "peak memory (MiB)"),
                         horizontal_spacing=0.08)
-    colors = _colors(m["device_name"])
+    patterns = {d: PATTERNS[i % len(PATTERNS)] for i, d in enumerate(sorted(set(m["device_name"])))}
     for device, g in m.groupby("device_name", sort=False):
+        bar_colours = [colours["model"][n] for n in g["name"]]  # each bar its model's colour; devices: patterns
         for col, (metric, scale) in enumerate((("images_per_s", 1.0), ("peak_mem_bytes", 2**-20)), start=1):
             fig.add_bar(x=g["x"], y=g[f"{metric}_mean"] * scale, name=device, legendgroup=device,
-                        showlegend=col == 1, marker_color=colors[device], customdata=g[["n"]],
+                        showlegend=col == 1, marker={"color": bar_colours, "pattern": {"shape": patterns[device]}},
+                        customdata=g[["n"]],
                         error_y={"type": "data", "array": (g[f"{metric}_std"] * scale).fillna(0).to_numpy()},
                         hovertemplate="%{x}: %{y:,.0f} (n=%{customdata[0]})<extra>" + device + "</extra>",
                         row=1, col=col)
@@ -194,7 +226,7 @@ def _throughput_memory(df):
             f"peak memory ({memory}).", _layout(fig))
 
 
-def _time_to_accuracy(df, steps):
+def _time_to_accuracy(df, steps, colours):
     s = _train_steps(df, steps)
     if s is None or s.empty:
         return None
@@ -209,11 +241,12 @@ def _time_to_accuracy(df, steps):
     wide["elapsed_s"] = wide.groupby(["run_id", "experiment"])["epoch_time_s"].cumsum()
     wide["trace"] = wide.apply(_label(wide, ["name"]), axis=1)
     fig = go.Figure()
-    colors = _colors(wide["trace"])
+    dashes = _dashes(wide)
     for name, g in wide.groupby("trace", sort=False):
+        colour, dash = colours["model"][g["name"].iloc[0]], dashes[g["device_name"].iloc[0]]
         agg = g.groupby("step").agg(x=("elapsed_s", "mean"), y=("val_acc", "mean"), err=("val_acc", "std"),
                                     n=("val_acc", "count")).reset_index()
-        fig.add_scatter(x=agg["x"], y=agg["y"], mode="lines+markers", name=name, line={"color": colors[name]},
+        fig.add_scatter(x=agg["x"], y=agg["y"], mode="lines+markers", name=name, line={"color": colour, "dash": dash},
                         error_y={"type": "data", "array": agg["err"].fillna(0).to_numpy()},
                         customdata=agg[["step", "n"]],
                         hovertemplate="epoch %{customdata[0]} at %{x:.1f} s: %{y:.4f} (n=%{customdata[1]})"
@@ -225,7 +258,7 @@ def _time_to_accuracy(df, steps):
             "± std).", _layout(fig))
 
 
-def _kernel_history(df):
+def _kernel_history(df, colours):
     import numpy as np
     import plotly.graph_objects as go
 
@@ -238,11 +271,15 @@ def _kernel_history(df):
     per_run["ratio"] = per_run["time_median_s"] / per_run.groupby(case)["time_median_s"].transform("median")
     per_run["trace"] = per_run.apply(_label(per_run, ["family", "variant"]), axis=1)
     fig = go.Figure()
-    colors = _colors(per_run["trace"])
+    symbols = {f: SYMBOLS[i % len(SYMBOLS)] for i, f in enumerate(sorted(set(per_run["family"])))}
+    dashes = _dashes(per_run)
     for name, g in per_run.groupby("trace", sort=False):
+        first = g.iloc[0]  # the variant's colour; the family's marker symbol; the device's dash
         geo = g.groupby("run_id")["ratio"].apply(lambda r: float(np.exp(np.log(r).mean()))).reindex(order).dropna()
         fig.add_scatter(x=list(geo.index), y=geo.to_numpy(), mode="lines+markers", name=name,
-                        line={"color": colors[name]}, hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
+                        line={"color": colours["variant"][first["variant"]], "dash": dashes[first["device_name"]]},
+                        marker={"symbol": symbols[first["family"]], "size": 7},
+                        hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
     worse = _regressions(k, order, per_run)
     if len(worse):
         fig.add_scatter(x=worse["run_id"], y=worse["ratio"], mode="markers", name="regression",
