@@ -47,6 +47,7 @@ class _SuiteFile(BaseModel):
 
     suite: str = Field(pattern=NAME_PATTERN, max_length=80)
     description: str = ""
+    note: str = Field("", max_length=2000)  # shown in the run's report headline and at the end of `run`
     defaults: dict[str, Any] = {}
     experiments: list[dict[str, Any]] = Field(min_length=1)
     matrix: dict[str, list[Any]] = {}
@@ -71,10 +72,12 @@ class Suite:
     name: str
     description: str
     experiments: list[Experiment]
+    note: str = ""  # what a reader of the results must know (the smoke suite: accuracy is a pipeline check)
 
     def resolved(self) -> dict:
         """The suite as it will run: every default applied, the matrix expanded."""
-        return {"suite": self.name, "description": self.description, "source": str(self.path),
+        return {"suite": self.name, "description": self.description, **({"note": self.note} if self.note else {}),
+                "source": str(self.path),
                 "experiments": [{"id": e.id, **e.spec.model_dump(mode="json")} for e in self.experiments]}
 
 
@@ -128,7 +131,7 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     if not experiments:
         names = ", ".join(str(e.get("name")) for e in top.experiments)
         raise UserError(f"{path}: -k {select!r} selects no experiment (names: {names})")
-    return Suite(path, top.suite, top.description, experiments)
+    return Suite(path, top.suite, top.description, experiments, note=top.note)
 
 
 def _read_yaml(path: Path) -> dict:
