@@ -180,3 +180,21 @@ def test_a_suite_note_is_validated_and_kept_in_the_resolved_suite(tmp_path):
     (tmp_path / "s.yaml").write_text("suite: s\nexperiments:\n  - {name: a, kind: learn_kernel}\n")
     plain = load_suite(tmp_path / "s.yaml")
     assert plain.note == "" and "note" not in plain.resolved()
+
+
+def test_a_lead_that_changes_hands_is_counted_and_many_noisy_rows_are_summed_per_experiment(tmp_path):
+    rows = []
+    for i, n in enumerate((8, 16, 32, 64)):  # vectorized and native take turns being faster
+        size, fast = f"in={n}x{n} k=3x3", ("vectorized", "native")[i % 2]
+        for variant in ("vectorized", "native"):
+            t = 1e-5 * n * (1 if variant == fast else 2)
+            rows.append(_base("flip") | {"kind": "kernel", "family": "corr2d", "variant": variant, "size": size,
+                                         "baseline": "vectorized", "flops": 18.0 * (n - 2) ** 2, "n_measurements": 9,
+                                         "time_median_s": t, "time_iqr_s": t * (0.2 + 0.1 * i), "noisy": True})
+    d = tmp_path / "flip"
+    report.write_reports(d, results.save(rows, d), {}, [])
+    head = headline_of(d)
+    # a tie goes to the variant that won first (the smallest size)
+    assert "; vectorized fastest at 2 of 4 sizes, native at 2 (at the largest, in=64x64 k=3x3: native)" in head
+    assert ("- **Noisy (8 of 8 rows):** IQR over 10% of the median; a busy machine?\n"
+            "  - `flip`: 8 of 8 rows; the worst: vectorized in=64x64 k=3x3, IQR 50% of the median (1.28 ms)\n") in head

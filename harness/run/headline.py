@@ -15,7 +15,8 @@ import json
 from harness.run.formats import fmt_duration, fmt_mean_std, fmt_ratio, fmt_time
 
 BAD = ("failed", "diverged")
-MAX_LISTED = 10  # failed or noisy rows named one by one; the rest are counted
+MAX_LISTED = 10  # failed rows named one by one; the rest are counted
+MAX_NOISY_LISTED = 5  # more noisy rows than this are counted per experiment
 MAX_ERROR_CHARS = 200
 
 
@@ -154,7 +155,13 @@ def _fastest(cells, order: list[str]) -> str:
     if len(runs) == 2:
         (a, first), (b, second) = runs
         return f"{a} fastest up to {first[-1]}, {b} from {second[0]}"
-    return "fastest: " + "; ".join(f"{v} at {s[0]}" + (f" to {s[-1]}" if len(s) > 1 else "") for v, s in runs)
+    wins: dict[str, int] = {}  # the lead changes hands more than once: count, and name the largest size's
+    for v, sizes in runs:
+        wins[v] = wins.get(v, 0) + len(sizes)
+    ranked = sorted(wins.items(), key=lambda kv: -kv[1])
+    (top, n), rest = ranked[0], ranked[1:]
+    return (f"{top} fastest at {n} of {sum(wins.values())} sizes, " + ", ".join(f"{v} at {k}" for v, k in rest)
+            + f" (at the largest, {runs[-1][1][-1]}: {runs[-1][0]})")
 
 
 def _train(g) -> str:
@@ -194,13 +201,21 @@ def _problems(df) -> list[str]:
     if bad.empty and noisy.empty:
         return ["- **Failed or noisy rows:** none"]
     lines = []
-    for title, rows, why in ((f"Failed ({_rows(len(bad))})", bad, _error), (f"Noisy ({_rows(len(noisy))})", noisy, _spread)):
-        if rows.empty:
-            continue
-        lines.append(f"- **{title}:**")
-        lines += [f"  - `{r.experiment}` {r.variant} {r.size}: {why(r)}" for r in rows.head(MAX_LISTED).itertuples()]
-        if len(rows) > MAX_LISTED:
-            lines.append(f"  - … and {len(rows) - MAX_LISTED} more (in the tables below)")
+    if len(bad):
+        lines.append(f"- **Failed ({_rows(len(bad))}):**")
+        lines += [f"  - `{r.experiment}` {r.variant} {r.size}: {_error(r)}" for r in bad.head(MAX_LISTED).itertuples()]
+        if len(bad) > MAX_LISTED:
+            lines.append(f"  - … and {len(bad) - MAX_LISTED} more (in the tables below)")
+    if len(noisy) > MAX_NOISY_LISTED:  # a busy machine: per experiment, and its worst row
+        lines.append(f"- **Noisy ({len(noisy)} of {len(df)} rows):** IQR over 10% of the median; a busy machine?")
+        for exp_id, g in noisy.groupby("experiment", sort=False):
+            w = g.loc[(g["time_iqr_s"] / g["time_median_s"]).idxmax()]
+            lines.append(f"  - `{exp_id}`: {len(g)} of {int((df['experiment'] == exp_id).sum())} rows; the worst: "
+                         f"{w['variant']} {w['size']}, {_spread(w['time_iqr_s'], w['time_median_s'])}")
+    elif len(noisy):
+        lines.append(f"- **Noisy ({_rows(len(noisy))}):**")
+        lines += [f"  - `{r.experiment}` {r.variant} {r.size}: {_spread(r.time_iqr_s, r.time_median_s)}"
+                  for r in noisy.itertuples()]
     return lines
 
 
@@ -214,5 +229,5 @@ def _error(r) -> str:
     return f"**{r.status}** — {first}"
 
 
-def _spread(r) -> str:
-    return f"IQR {r.time_iqr_s / r.time_median_s:.0%} of the median ({fmt_time(r.time_median_s)})"
+def _spread(iqr: float, median: float) -> str:
+    return f"IQR {iqr / median:.0%} of the median ({fmt_time(median)})"
