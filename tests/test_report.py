@@ -195,6 +195,6 @@ def test_a_lead_that_changes_hands_is_counted_and_many_noisy_rows_are_summed_per
     report.write_reports(d, results.save(rows, d), {}, [])
     head = headline_of(d)
     # a tie goes to the variant that won first (the smallest size)
-    assert "; vectorized fastest at 2 of 4 sizes, native at 2 (at the largest, in=64x64 k=3x3: native)" in head
+    assert "`flip` (kernel `corr2d`): vectorized fastest at 2 of 4 sizes, native at 2 (at the largest, in=64x64 k=3x3: native)" in head
     assert ("- **Noisy (8 of 8 rows):** IQR over 10% of the median; a busy machine?\n"
             "  - `flip`: 8 of 8 rows; the worst: vectorized in=64x64 k=3x3, IQR 50% of the median (1.28 ms)\n") in head
