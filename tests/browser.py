@@ -2,7 +2,8 @@
 
 Standard library only: no browser driver, no websocket package, no version coupling beyond the
 handful of stable CDP methods used here (Target, Page, Runtime, Log, Network, Emulation). Used by
-tests/test_dashboard.py, and to take the README's dashboard screenshot:
+tests/test_dashboard.py, the report.html tests (open_static_page), and to take the README's dashboard
+screenshot:
 
     python tests/browser.py dashboards/site/index.html dashboards/dashboard.png
 """
@@ -160,6 +161,16 @@ class Browser:
 PLOTLY_CHARTS = """Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => ({
   id: gd.id, traces: (gd.data || []).length,
   points: (gd.calcdata || []).map(cd => cd.filter(p => p && (Number.isFinite(p.y) || Number.isFinite(p.s))).length)}))"""
+
+
+def open_static_page(executable: str, page: Path) -> dict:
+    """Load a page that runs no script (report.html) from file://: its errors, every URL it requested,
+    its images (alt text and decoded width: 0 for one that did not decode) and its text."""
+    with Browser(executable) as b:
+        b.open(Path(page).resolve().as_uri())
+        images = b.evaluate("Array.from(document.images).map(i => [i.alt, i.complete ? i.naturalWidth : 0])")
+        text = b.evaluate("document.body.innerText")
+        return {"errors": b.errors(), "urls": b.requested_urls(), "images": images, "text": text}
 
 
 def main(argv: list[str]) -> int:

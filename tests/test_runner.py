@@ -14,6 +14,7 @@ from harness.run import results
 
 E2E = """
 suite: e2e
+note: A note for whoever reads the results.
 defaults: {min_run_time_s: 0.01}
 experiments:
   - name: corr
@@ -66,8 +67,9 @@ def test_a_failed_row_makes_exit_1_and_the_others_still_run(e2e):
 def test_run_directory_holds_every_output(e2e):
     _, run_dirs, _, tmp = e2e
     run_dir = run_dirs[0]
-    assert {p.name for p in run_dir.iterdir()} == {"results.csv", "results.parquet", "report.md", "env.json",
-                                                   "suite.yaml", "steps.csv", "state.json", "tracking.jsonl", "plots"}
+    assert {p.name for p in run_dir.iterdir()} == {"results.csv", "results.parquet", "report.md", "report.html",
+                                                   "env.json", "suite.yaml", "steps.csv", "state.json",
+                                                   "tracking.jsonl", "plots"}
     # a time-vs-size plot per kernel experiment with a time (`wrong` has none; learn_kernel is no kernel)
     assert [p.name for p in (run_dir / "plots").iterdir()] == ["corr-time.png"]
     from matplotlib.image import imread
@@ -108,6 +110,27 @@ def test_report_shows_speedups_and_the_cap(e2e):
     assert "| in=16x16 k=3x3 | capped" in report
     assert "- `loop` at in=16x16 k=3x3: **capped** — not run: 196 Python loop iterations > loop_max_iters=100" in report
     assert "learned kernel [" in report and "loss per iteration:" in report
+
+
+def test_the_report_opens_with_a_headline_naming_every_experiment_and_the_failure(e2e):
+    proc, run_dirs, _, _ = e2e
+    head = (run_dirs[0] / "report.md").read_text().split("## Details")[0]
+    assert "- **Ran:** suite `e2e`: 3 experiments, 14 rows, on cpu (" in head
+    assert "- **Took:** " in head and " from start to finish (" in head
+    assert "- **Note:** A note for whoever reads the results." in head
+    for exp in ("corr", "learn", "wrong"):
+        assert f"- `{exp}`" in head, exp
+    (corr,) = [line for line in head.splitlines() if line.startswith("- `corr`")]
+    assert "vectorized " in corr and "native " in corr and "× over `loop`" in corr and " fastest " in corr
+    assert corr.endswith("`loop` not timed at 2 of 4 sizes (capped)")
+    assert "- `learn` (learn_kernel): seed 0: learned [" in head
+    assert ("- **Failed (1 row):**\n  - `wrong` matmul ci=8 co=4 in=5x5: **failed** — wrong result: max abs error "
+            in head)
+    assert (run_dirs[0] / "report.html").stat().st_size > 1000
+    out = proc.stdout.splitlines()
+    assert out[-1] == "note: A note for whoever reads the results."  # the last thing `run` says
+    assert f"report: {run_dirs[0] / 'report.md'}" in out
+    assert f"        {run_dirs[0] / 'report.html'} (one page with the plots)" in out
 
 
 def test_learn_kernel_reports_the_loss_per_iteration(e2e):
@@ -311,10 +334,12 @@ def test_a_kernel_whose_time_swings_is_flagged_noisy_in_results_report_and_conso
         experiments:
           - {name: a, kind: kernel, kernel: corr2d, variants: [jittery], sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
     """)
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    os = __import__("os")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    path = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)  # the plugin, and this checkout
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "s.yaml", "--no-tracking", "--out", "results"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env=env | {"PYTHONPATH": str(tmp_path), "HARNESS_PLUGINS": "jitter_plugin"})
+                          env=env | {"PYTHONPATH": path, "HARNESS_PLUGINS": "jitter_plugin"})
     assert proc.returncode == 0, proc.stderr
     assert "1 rows, 0 failed or diverged, 1 noisy (IQR > 10% of the median" in proc.stdout
     assert "noisy (IQR" in proc.stderr  # the row's own console line
@@ -323,6 +348,7 @@ def test_a_kernel_whose_time_swings_is_flagged_noisy_in_results_report_and_conso
     assert row.noisy and row.time_iqr_s > 0.1 * row.time_median_s and row.threads == 1  # one thread by default
     report = (run_dir / "report.md").read_text()
     assert "**1 noisy** (IQR over 10% of the median)" in report and " **noisy** |" in report
+    assert "- **Noisy (1 row):**\n  - `a` jittery in=8x8 k=2x2: IQR " in report  # in the headline too
     env_json = json.loads((run_dir / "env.json").read_text())
     assert len(env_json["load_avg_start"]) == len(env_json["load_avg_end"]) == 3
     assert "- load average (1, 5, 15 min): " in report

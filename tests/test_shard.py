@@ -106,7 +106,11 @@ def test_merge_writes_one_table_in_suite_order(shards, tmp_path):
     df = results.load(tmp_path / "m")
     assert list(dict.fromkeys(df["experiment"])) == ["a", "b", "c"]
     assert list(df["shard"]) == ["0/2", "0/2", "1/2", "0/2"] and set(df["run_id"]) == {"m"}
-    assert "## Shards (2 of 2 merged)" in (tmp_path / "m" / "report.md").read_text()
+    text = (tmp_path / "m" / "report.md").read_text()
+    assert "## Shards (2 of 2 merged)" in text
+    assert "3 experiments" in text and "; merged from 2 shards" in text.split("## Details")[0]
+    assert all(f"- `{e}`" in text.split("## Details")[0] for e in "abc")
+    assert "<h2>Shards (2 of 2 merged)</h2>" in (tmp_path / "m" / "report.html").read_text()
     # the plots of the merged run, each kernel experiment's from whichever shard ran it (c is learn_kernel)
     assert sorted(p.name for p in (tmp_path / "m" / "plots").iterdir()) == ["a-time.png", "b-time.png"]
     assert all(p.stat().st_size > 10_000 for p in (tmp_path / "m" / "plots").iterdir())

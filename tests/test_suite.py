@@ -25,8 +25,10 @@ GOOD_KERNEL = """
 
 BAD_SUITES = {
     "unknown_top_key": ("suite: s\nexperimens: []\n",
-                        ["bad.yaml: experimens: unknown field 'experimens' (known: suite, description, defaults, "
+                        ["bad.yaml: experimens: unknown field 'experimens' (known: suite, description, note, defaults, "
                          "experiments, matrix, overrides); did you mean 'experiments'?"]),
+    "note_not_text": ("suite: s\nnote: [a, b]\nexperiments:\n" + GOOD_KERNEL,
+                      ["bad.yaml: note: Input should be a valid string"]),
     "unknown_experiment_key": ("suite: s\nexperiments:\n" + GOOD_KERNEL + "    sized: 3\n",
                                ["bad.yaml: experiments[0].sized: unknown field 'sized'", "did you mean 'sizes'?"]),
     "unknown_kernel": ("suite: s\nexperiments:\n" + GOOD_KERNEL.replace("kernel: corr2d", "kernel: corr2D"),

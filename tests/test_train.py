@@ -30,6 +30,7 @@ def smoke_runs(tmp_path_factory, _migrated_store):
         (run_dir,) = (tmp / name / "smoke").iterdir()
         runs[name] = results.load(run_dir).set_index("experiment")
         runs[name + "_dir"] = run_dir
+        runs[name + "_stdout"] = proc.stdout
     runs["uri"] = uri
     return runs
 
@@ -78,6 +79,39 @@ def test_mlflow_has_per_epoch_metrics_the_plot_and_the_dataset(smoke_runs):
         assert json.loads(row.config)["dataset"] == "fashion_mnist_sample"
         assert run.data.params["dataset"] == "fashion_mnist_sample"
     assert (smoke_runs["a_dir"] / "plots" / "lenet.png").stat().st_size > 1000
+
+
+def test_the_smoke_report_says_its_accuracy_is_a_pipeline_check_and_names_every_model(smoke_runs):
+    from harness.suite import load_suite
+
+    note = " ".join(load_suite(REPO / "suites" / "smoke.yaml").note.split())
+    assert "pipeline check" in note and "sigmoid LeNet" in note
+    assert smoke_runs["a_stdout"].splitlines()[-1] == f"note: {note}"  # the last thing `run` says
+    head = (smoke_runs["a_dir"] / "report.md").read_text().split("## Details")[0]
+    assert f"- **Note:** {note}" in head
+    assert "- **Ran:** suite `smoke` (the four d2l networks" in head and "4 experiments, 4 rows" in head
+    for exp in ("lenet", "vgg_small", "resnet18", "resnext"):
+        (line,) = [x for x in head.splitlines() if x.startswith(f"- `{exp}`")]
+        assert " after 2 epochs" in line and " img/s" in line, line
+    assert "- **Failed or noisy rows:** none" in head
+
+
+def test_the_smoke_page_embeds_every_training_plot_and_loads_offline(smoke_runs):
+    from browser import find_chromium, open_static_page
+
+    run_dir = smoke_runs["a_dir"]
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    pngs = sorted((run_dir / "plots").rglob("*.png"))
+    assert {"lenet.png", "vgg_small.png", "resnet18.png", "resnext.png"} <= {p.name for p in pngs}
+    assert html.count('src="data:image/png;base64,') == len(pngs)
+    assert "http://" not in html and "https://" not in html
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install chromium; .ci/run installs it)")
+    page = open_static_page(chromium, run_dir / "report.html")
+    assert page["errors"] == [] and all(u.startswith(("file://", "data:")) for u in page["urls"]), page
+    assert len(page["images"]) == len(pngs) and all(width > 0 for _, width in page["images"])
+    assert "pipeline check" in page["text"]
 
 
 def test_an_interrupted_run_resumes_to_the_same_fingerprint(smoke_runs, tmp_path, mlflow_uri):

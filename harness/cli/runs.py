@@ -124,13 +124,15 @@ def cmd_run(args) -> int:
     noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
     print(f"{len(outcome.rows)} rows, {bad} failed or diverged"
           + (f", {noisy} noisy (IQR > 10% of the median: a busy machine?)" if noisy else "") + f" -> {outcome.run_dir}")
-    print(f"report: {outcome.run_dir / 'report.md'}")
+    print(f"report: {outcome.run_dir / 'report.md'}\n        {outcome.run_dir / 'report.html'} (one page with the plots)")
     if tracker.tracking_uri:
         print(f"MLflow: {rundir.redact(tracker.tracking_uri)} (experiment {suite.name!r}, run {outcome.run_dir.name})")
     if outcome.tracking_failures:
         print(f"warning: {len(outcome.tracking_failures)} MLflow calls failed (first: {outcome.tracking_failures[0]}); "
               f"the results are complete, and `python -m harness sync {outcome.run_dir}` logs the journal "
               f"into MLflow", file=sys.stderr)
+    if suite.note:
+        print(f"note: {' '.join(suite.note.split())}")
     return outcome.exit_code
 
 

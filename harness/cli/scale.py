@@ -45,7 +45,7 @@ def cmd_merge(args) -> int:
     for problem in outcome.problems():
         print(f"error: {problem}", file=sys.stderr)
     print(f"{outcome.rows} rows from {outcome.count - len(outcome.missing)} of {outcome.count} shards "
-          f"-> {outcome.dest}\nreport: {outcome.dest / 'report.md'}")
+          f"-> {outcome.dest}\nreport: {outcome.dest / 'report.md'}\n        {outcome.dest / 'report.html'}")
     return outcome.exit_code
 
 

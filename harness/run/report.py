@@ -1,52 +1,67 @@
 """report.md of one run: per kernel experiment, variants as columns and sizes as rows, median
 time (with IQR as % of the median) and speedup over the baseline variant; per model the training
-numbers (mean ± std over seeds); the learned kernel. And the number formats every view shares.
+numbers (mean ± std over seeds); the learned kernel. The number formats every view shares are
+harness.run.formats (imported from here too).
 
-Rows that did not time (capped loops, failures) show their status in the cell and are listed
-with their reason below the table, never silently dropped. Reports across runs are
-harness.views.report.
+It opens with the headline (harness.run.headline: what ran, how long, one line per experiment,
+the suite's note, failed and noisy rows). Rows that did not time (capped loops, failures) show their
+status in the cell and are listed with their reason below the table, never silently dropped.
+`write_reports` writes report.md and report.html (harness.run.report_html: the same text and the
+run's plots on one self-contained page). Reports across runs are harness.views.report.
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from harness.core.io import atomic_write_text
+from harness.run import headline, report_html
+from harness.run.formats import fmt_duration, fmt_mean_std, fmt_pm, fmt_ratio, fmt_time
+
+# The formats are imported from here by the views too.
+__all__ = ["write_reports", "run_report", "report_parts", "TRAIN_KEYS",
+           "fmt_duration", "fmt_mean_std", "fmt_pm", "fmt_ratio", "fmt_time"]
 
 
-def fmt_time(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds:.3g} s"
+def write_reports(run_dir: Path, df, env: dict, steps: list[dict], extra: str = "") -> None:
+    """report.md and report.html of a run directory (its suite.yaml gives the description and the
+    note); `extra`: markdown appended to both (merge's section on the shards)."""
+    head, body = report_parts(df, env, steps, _resolved_suite(run_dir))
+    text = "\n".join(head + body) + "\n" + extra
+    atomic_write_text(run_dir / "report.md", text)
+    title = f"{df['suite'].iloc[0]} — run {df['run_id'].iloc[0]}" if len(df) else run_dir.name
+    experiments = list(dict.fromkeys(df["experiment"])) if len(df) else []
+    atomic_write_text(run_dir / "report.html", report_html.page(
+        title, "\n".join(head) + "\n", "\n".join(body) + "\n" + extra, run_dir, experiments))
 
 
-def fmt_ratio(x: float) -> str:
-    """A speedup: three significant digits, no exponent ('2,870×', '16.6×', '0.0957×')."""
-    if abs(x) < 1e-9:  # a std of equal ratios that float division made 1e-14
-        return "0×"
-    return f"{x:,.0f}×" if abs(x) >= 100 else f"{x:.3g}×"
+def _resolved_suite(run_dir: Path) -> dict:
+    """The run's suite.yaml (the resolved suite), or {} where it is missing or damaged."""
+    import yaml
+
+    try:
+        suite = yaml.safe_load((run_dir / "suite.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return suite if isinstance(suite, dict) else {}
 
 
-def fmt_pm(mean, std, fmt) -> str:
-    """'mean ± std' with one format, the mean alone when std is missing (one value), '—' for none."""
-    if mean is None or mean != mean:
-        return "—"
-    f = fmt if callable(fmt) else fmt.format
-    return f(mean) + (f" ± {f(std)}" if std is not None and std == std else "")
+def run_report(df, env: dict, steps: list[dict], suite: dict | None = None) -> str:
+    head, body = report_parts(df, env, steps, suite)
+    return "\n".join(head + body) + "\n"
 
 
-def fmt_mean_std(values, fmt: str, scale: float = 1.0) -> str:
-    """fmt_pm over the non-missing values of a Series (std with n-1, as pandas computes it)."""
-    x = values.dropna().astype(float) * scale
-    return fmt_pm(x.mean(), x.std() if len(x) > 1 else None, fmt) if len(x) else "—"
-
-
-def run_report(df, env: dict, steps: list[dict]) -> str:
+def report_parts(df, env: dict, steps: list[dict], suite: dict | None = None) -> tuple[list[str], list[str]]:
+    """(title and headline, the rest: run details and the tables), as markdown lines."""
     if df.empty:
-        return "# (no results)\n"
+        return ["# (no results)"], []
     first = df.iloc[0]
     counts = df["status"].value_counts().to_dict()
     git = (env.get("git_describe") or env.get("git_commit") or "not a git checkout")
+    head = [f"# {first['suite']} — run {first['run_id']}", "", *headline.headline(df, env, suite)]
     lines = [
-        f"# {first['suite']} — run {first['run_id']}",
+        "",
+        "## Details",
         "",
         f"- device: {first['device']} ({first['device_name']}); torch {env.get('torch')}, "
         f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}; threads {first['threads']}",
@@ -67,7 +82,7 @@ def run_report(df, env: dict, steps: list[dict]) -> str:
             lines += _kernel_section(exp_id, g)
         elif g["kind"].iloc[0] == "learn_kernel":
             lines += _learn_section(exp_id, g, [s for s in steps if s["experiment"] == exp_id])
-    return "\n".join(lines) + "\n"
+    return head, lines
 
 
 def _kernel_section(exp_id: str, g) -> list[str]:

@@ -2,7 +2,7 @@
 progress, MLflow logging, and the run directory (see harness.run.rundir).
 
 Each invocation writes `<out>/<suite>/<UTC time>-<short id>/` with results.csv/.parquet,
-steps.csv (per-step metrics), report.md, env.json, suite.yaml (resolved), state.json, plots/ (run/plots.py),
+steps.csv (per-step metrics), report.md and report.html, env.json, suite.yaml (resolved), state.json, plots/ (run/plots.py),
 checkpoints/, errors.log and tracking.jsonl (harness.run.journal: what `harness sync` replays).
 With a shard (harness.suite.shard) only that part of the suite runs; suite.yaml still holds the
 whole suite, and the shard is in every row, env.json, state.json and the parent run's tags.
@@ -101,7 +101,7 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
 
     t_start = time.perf_counter()
     here = distributed.world()
-    env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg()}
+    env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg(), "started_at": _now()}
     run, rows, steps = None, [], []
     try:
         with interrupt.deferred():  # the run directory's first files are never cut in half by a signal
@@ -144,7 +144,7 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
         tracker.log_metrics(run.parent_run_id, {"rows": len(rows), "failed": bad,
                                                 "wall_s": time.perf_counter() - t_start})
         tracker.log_artifacts(run.parent_run_id, [p for p in (run.path / n for n in (
-            "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "errors.log",
+            "suite.yaml", "env.json", "results.csv", "results.parquet", "steps.csv", "report.md", "report.html", "errors.log",
             "plots"))
             if p.exists()])
         tracker.end(run.parent_run_id, "FAILED" if bad else "FINISHED")
@@ -323,15 +323,21 @@ def _is_oom(e: Exception) -> bool:
 
 
 def _write(run, rows, steps, env) -> None:
-    """results, steps.csv, the report, and the load average at the end into env.json."""
+    """results, steps.csv, report.md and report.html, and the load average and time at the end into
+    env.json (a resumed run keeps its first start: the report's wall time spans the interruption)."""
     if not run.writer:
         return
     saved = run.path / "env.json"
-    env = (json.loads(saved.read_text()) if saved.is_file() else env) | {"load_avg_end": _load_avg()}
+    env = (json.loads(saved.read_text()) if saved.is_file() else env) | {"load_avg_end": _load_avg(),
+                                                                         "finished_at": _now()}
     results.atomic_write_json(saved, env)
     df = results.save(run.with_kept(rows), run.path)
     _save_steps(run.path, steps)
-    results.atomic_write_text(run.path / "report.md", report.run_report(df, env, steps))
+    report.write_reports(run.path, df, env, steps)  # last: it embeds the plots written before it
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _line(row: dict) -> str:

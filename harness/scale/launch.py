@@ -241,7 +241,7 @@ def _finish(launch_dir: Path, state: dict, suite_name: str, uri: str | None) -> 
     _save(launch_dir, state)
     if outcome is not None:
         print(f"{outcome.rows} rows from {len(run_dirs)} of {state['shards']} shards, {failed_rows} failed or "
-              f"diverged -> {launch_dir}\nreport: {launch_dir / 'report.md'}")
+              f"diverged -> {launch_dir}\nreport: {launch_dir / 'report.md'}\n        {launch_dir / 'report.html'}")
     if unfinished:
         print(f"continue with: python -m harness launch --resume {shlex.quote(str(launch_dir))}", file=sys.stderr)
     return 1 if state["status"] == "failed" else 0

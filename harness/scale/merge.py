@@ -8,8 +8,8 @@ env.json: the commit; state.json: the shard and whether it finished). Before any
 - no shard is given twice (exit 2 naming both directories).
 
 Then the rows of every shard are written as one table (in the suite's experiment order, each row's
-`run_id` the merged directory's name, its `shard` column kept), with steps.csv, report.md (plus a
-section on the shards), plots/ (harness.run.plots), suite.yaml, env.json (the first shard's) and merge.json. A missing shard, one
+`run_id` the merged directory's name, its `shard` column kept), with steps.csv, report.md and
+report.html (plus a section on the shards), plots/ (harness.run.plots), suite.yaml, env.json (the first shard's) and merge.json. A missing shard, one
 that did not finish (interrupted, crashed) or failed rows make the exit status 1, each named; what was
 there is still merged.
 """
@@ -157,7 +157,7 @@ def write(runs: list[ShardRun], tables: list, dest: Path, count: int, missing: l
     df = results.save(rows, dest)
     if steps:
         results.atomic_write(dest / "steps.csv", lambda p: pd.DataFrame(steps).to_csv(p, index=False))
-    env = runs[0].env | {"shard": None, "merged_from": [str(r.path) for r in runs]}
+    env = runs[0].env | {"shard": None, "merged_from": [str(r.path) for r in runs]} | _span(runs)
     results.atomic_write_json(dest / "env.json", env)
     results.atomic_write_text(dest / "suite.yaml", (runs[0].path / "suite.yaml").read_text(encoding="utf-8"))
     results.atomic_write_json(dest / "merge.json", {
@@ -165,9 +165,15 @@ def write(runs: list[ShardRun], tables: list, dest: Path, count: int, missing: l
         "runs": {str(r.shard): {"path": str(r.path), "finished": r.finished} for r in runs},
         "missing": [f"{i}/{count}" for i in missing], "rows": len(rows), "exit_code": outcome.exit_code})
     plots.write(runs[0].suite.get("experiments") or [], rows, steps, dest)  # as the runner: before report.md
-    results.atomic_write_text(dest / "report.md", report.run_report(df, env, steps) + _shards_section(runs, tables,
-                                                                                                     outcome))
+    report.write_reports(dest, df, env, steps, extra=_shards_section(runs, tables, outcome))
     return outcome
+
+
+def _span(runs: list[ShardRun]) -> dict:
+    """The first shard's start and the last one's end (ISO-8601 UTC strings, comparable as text)."""
+    starts = [r.env["started_at"] for r in runs if r.env.get("started_at")]
+    ends = [r.env["finished_at"] for r in runs if r.env.get("finished_at")]
+    return {"started_at": min(starts) if starts else None, "finished_at": max(ends) if ends else None}
 
 
 def _shards_section(runs, tables, outcome: MergeOutcome) -> str:

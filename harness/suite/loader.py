@@ -49,6 +49,7 @@ class _SuiteFile(BaseModel):
 
     suite: str = Field(pattern=NAME_PATTERN, max_length=80)
     description: str = ""
+    note: str = Field("", max_length=2000)  # shown in the run's report headline and at the end of `run`
     defaults: dict[str, Any] = {}
     experiments: list[dict[str, Any]] = Field(min_length=1)
     matrix: dict[str, list[Any]] = {}
@@ -75,12 +76,13 @@ class Suite:
     description: str
     experiments: list[Experiment]
     overrides: tuple[str, ...] = ()  # the overrides applied (--set, --seed, the file's own), as KEY=VALUE
+    note: str = ""  # what a reader of the results must know (the smoke suite: accuracy is a pipeline check)
 
     def resolved(self) -> dict:
         """The suite as it will run: every default and override applied, the matrix expanded. Its
         `overrides` record what changed the file's values (applying them again changes nothing)."""
-        return {"suite": self.name, "description": self.description, "source": str(self.path),
-                **({"overrides": list(self.overrides)} if self.overrides else {}),
+        return {"suite": self.name, "description": self.description, **({"note": self.note} if self.note else {}),
+                "source": str(self.path), **({"overrides": list(self.overrides)} if self.overrides else {}),
                 "experiments": [{"id": e.id, **e.spec.model_dump(mode="json")} for e in self.experiments]}
 
 
@@ -141,7 +143,7 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
         names = ", ".join(str(e.get("name")) for e in top.experiments)
         raise UserError(f"{path}: -k {select!r} selects no experiment (names: {names})")
     return Suite(path, top.suite, top.description, experiments,
-                 tuple(dict.fromkeys(o.text for o in changes if id(o) in used)))
+                 tuple(dict.fromkeys(o.text for o in changes if id(o) in used)), note=top.note)
 
 
 def _overrides(path: Path, top: _SuiteFile, given: list[str] | None, seed: int | None,
