@@ -26,7 +26,7 @@ GOOD_KERNEL = """
 BAD_SUITES = {
     "unknown_top_key": ("suite: s\nexperimens: []\n",
                         ["bad.yaml: experimens: unknown field 'experimens' (known: suite, description, defaults, "
-                         "experiments, matrix); did you mean 'experiments'?"]),
+                         "experiments, matrix, source); did you mean 'experiments'?"]),
     "unknown_experiment_key": ("suite: s\nexperiments:\n" + GOOD_KERNEL + "    sized: 3\n",
                                ["bad.yaml: experiments[0].sized: unknown field 'sized'", "did you mean 'sizes'?"]),
     "unknown_kernel": ("suite: s\nexperiments:\n" + GOOD_KERNEL.replace("kernel: corr2d", "kernel: corr2D"),
