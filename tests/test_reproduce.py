@@ -123,6 +123,15 @@ def test_bad_input_is_exit_2_with_one_message_and_nothing_created(recorded, tmp_
         ((run_dir, "--epochs", "3"), "error: --epochs 3: give 1 to 2, the epochs the run recorded"),
         ((run_dir, "--epochs", "0"), "error: --epochs 0: give 1 to 2"),
     ]
+    import torch
+
+    if not torch.cuda.is_available():  # a run recorded on a GPU, reproduced where there is none
+        on_gpu = tmp_path / "on_gpu"
+        shutil.copytree(run_dir, on_gpu)
+        env = json.loads((on_gpu / "env.json").read_text()) | {"device": "cuda"}
+        (on_gpu / "env.json").write_text(json.dumps(env))
+        cases.append(((on_gpu,), f"error: {on_gpu}: the run was made on cuda, and this machine has no CUDA device; "
+                                 f"give --device cpu to run it here"))
     for args, message in cases:
         proc = run_cli("reproduce", *args, "--out", out)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)

@@ -36,16 +36,17 @@ def cmd_reproduce(args) -> int:
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as scratch:
         rec = reproduce.locate(args.run, args.tracking_uri, Path(scratch))
         suite = reproduce.plan(rec, args.only, args.epochs)
+        device, tracker = reproduce.prepare(rec, suite, device=args.device, out=args.out, data_dir=args.data_dir,
+                                            tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
         env = rec.env
-        print(f"reproducing {suite.name} run {rec.run_id} ({rec.origin}): {len(suite.experiments)} experiment(s), "
-              f"recorded on {env.get('device')} ({env.get('gpu_name') or env.get('cpu_model')}), torch {env.get('torch')}, "
-              f"commit {str(env.get('git_commit'))[:12]}"
+        print(f"reproducing {suite.name} run {rec.run_id} ({rec.origin}): {len(suite.experiments)} experiment(s) on "
+              f"{device}; recorded on {env.get('device')} ({env.get('gpu_name') or env.get('cpu_model')}), "
+              f"torch {env.get('torch')}, commit {str(env.get('git_commit'))[:12]}"
               + (f"; first {args.epochs} epoch(s)" if args.epochs else ""))
         for line in reproduce.checkout_warnings(rec):
             print(f"warning: {line}", file=sys.stderr)
-        outcome, tracker = reproduce.rerun(
-            rec, suite, device=args.device, out=args.out, tracking=not args.no_tracking,
-            tracking_uri=args.tracking_uri, data_dir=args.data_dir, argv=sys.argv[1:] if argv_is_cli() else [])
+        outcome = reproduce.rerun(rec, suite, device=device, tracker=tracker, out=args.out, data_dir=args.data_dir,
+                                  argv=sys.argv[1:] if argv_is_cli() else [])
         verdicts = reproduce.judge_rerun(rec, outcome.run_dir)
     print(f"new run: {outcome.run_dir}" + (f" (MLflow: {rundir.redact(tracker.tracking_uri)}, tag harness.reproduces="
                                            f"{rec.run_id})" if tracker.tracking_uri else ""))

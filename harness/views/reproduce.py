@@ -136,10 +136,10 @@ def checkout_warnings(rec: Recorded) -> list[str]:
     return out
 
 
-def rerun(rec: Recorded, suite, *, device: str | None, out: Path, tracking: bool, tracking_uri: str | None,
-          data_dir: str | None, argv: list[str]):
-    """Run `suite` as `run` does (same checks, runner and tracking) into a new run directory that names
-    the run it reproduces; returns (the runner's outcome, the tracker)."""
+def prepare(rec: Recorded, suite, *, device: str | None, out: Path, tracking: bool, tracking_uri: str | None,
+            data_dir: str | None):
+    """Every check `run` makes before it creates anything (results root, device, data, the store);
+    returns (the device, the tracker). The device defaults to the class the run recorded."""
     from harness.core.determinism import prepare_process
     from harness.run import rundir, runner
 
@@ -148,22 +148,28 @@ def rerun(rec: Recorded, suite, *, device: str | None, out: Path, tracking: bool
     recorded_device = str(rec.env.get("device") or "cpu").split(":")[0]
     try:
         resolved = runner.resolve_device(device or recorded_device)
-    except UserError as e:
+    except UserError:
         if device:
             raise
-        raise UserError(f"{e}\n(the run was made on {recorded_device}; give --device cpu to run it here, and "
-                        f"expect it to differ)") from None
+        raise UserError(f"{rec.given}: the run was made on {recorded_device}, and this machine has no CUDA device; "
+                        f"give --device cpu to run it here (expect it to differ), or reproduce it on a GPU") from None
     if any(e.spec.kind == "train" for e in suite.experiments):
         from harness.train.datacheck import check_data
 
         check_data(suite.experiments, data_dir)
     from harness.track import make_tracker
 
-    tracker = make_tracker(tracking, tracking_uri, out)
+    return resolved, make_tracker(tracking, tracking_uri, out)
+
+
+def rerun(rec: Recorded, suite, *, device: str, tracker, out: Path, data_dir: str | None, argv: list[str]):
+    """Run `suite` through the runner, as `run` does, into a new run directory that names the run it
+    reproduces (env.json `reproduces`, the parent run's `harness.reproduces*` tags)."""
+    from harness.run import runner
+
     reproduces = {"run_id": rec.run_id, "run_dir": str(rec.origin), "mlflow_run_id": rec.mlflow_run_id}
-    outcome = runner.run_suite(suite, device=resolved, out_root=out, tracker=tracker, argv=argv, data_dir=data_dir,
-                               reproduces={k: v for k, v in reproduces.items() if v})
-    return outcome, tracker
+    return runner.run_suite(suite, device=device, out_root=out, tracker=tracker, argv=argv, data_dir=data_dir,
+                            reproduces={k: v for k, v in reproduces.items() if v})
 
 
 def judge_rerun(rec: Recorded, run_dir: Path):
