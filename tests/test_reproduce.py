@@ -81,6 +81,7 @@ def test_a_changed_seed_or_data_sample_is_different_with_its_cause(recorded, tmp
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "lenet       strict  different: val_acc " in proc.stdout
     assert cause in proc.stdout
+    assert "differs: epochs" not in proc.stdout  # --epochs 1: compared at epoch 1, not a cause
     assert "0 of 1 strict experiment(s) reproduced bitwise" in proc.stdout
     assert "Traceback" not in proc.stderr
 

@@ -60,8 +60,9 @@ def judge(old, new, old_steps, new_steps, old_env: dict, new_env: dict) -> list[
         kind = n[0]["kind"]
         v = (_train(exp, o[0], n[0], _trace(old_steps, exp), _trace(new_steps, exp)) if kind == "train"
              else _learned(exp, o[0], n[0]) if kind == "learn_kernel" else _timings(exp, o, n))
-        if v.verdict != IDENTICAL:
-            v.causes = causes(o[0], n[0], old_env, new_env)
+        if v.verdict != IDENTICAL:  # `--epochs N` is no cause: the runs are compared at epoch N
+            v.causes = [c for c in causes(o[0], n[0], old_env, new_env)
+                        if not (kind == "train" and c.startswith("epochs: ") and n[0]["epochs"] < o[0]["epochs"])]
         out.append(v)
     return out
 
@@ -103,7 +104,10 @@ def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verd
     if _rel(worst[2], worst[3]) <= TOLERANCE_REL:
         return Verdict(exp, mode, TOLERANT, f"every loss and accuracy within {TOLERANCE_REL:g} relative "
                        f"(largest: {where}); {note}", counted=strict)
-    return Verdict(exp, mode, DIFFERENT, f"val_acc {_f(o.get('val_acc'))} -> {_f(n.get('val_acc'))}; largest "
+    acc = ((old_trace[epochs].get("val_acc"), new_trace.get(epochs, {}).get("val_acc")) if epochs < recorded
+           else (o.get("val_acc"), n.get("val_acc")))
+    return Verdict(exp, mode, DIFFERENT, f"val_acc {_f(acc[0])} -> {_f(acc[1])}"
+                   f"{f' at epoch {epochs}' if epochs < recorded else ''}; largest "
                    f"difference {_rel(worst[2], worst[3]):.1e} relative ({where}); {note}", counted=strict)
 
 
