@@ -220,3 +220,24 @@ def test_verdicts_bitwise_tolerance_different_and_fast_mode():
     failed = verdict.judge(_rows(), _rows(status="failed", error="boom"), _trace(), None, env, env)
     assert failed[0].verdict == "different" and "recorded ok, now failed (boom)" in failed[0].detail
     assert verdict.exit_code(same, rerun_failed=True) == 1
+
+
+def test_verdicts_of_kernel_timings_and_learned_kernels():
+    def kernel(**kw):
+        return {"experiment": "c", "kind": "kernel", "status": "ok", "determinism": "strict", "variant": "loop",
+                "size": "s", "time_median_s": 1.0} | kw
+
+    old = pd.DataFrame([kernel(), kernel(variant="native", time_median_s=0.1)])
+    new = pd.DataFrame([kernel(time_median_s=1.1), kernel(variant="native", time_median_s=0.11)])
+    (v,) = verdict.judge(old, new, None, None, {}, {})
+    assert v.verdict == "timings" and "median time +10%" in v.detail and not v.counted and not v.causes
+    new.loc[1, "status"] = "failed"
+    (v,) = verdict.judge(old, new, None, None, {}, {})
+    assert v.verdict == "different" and "native s: ok -> failed" in v.detail and verdict.exit_code([v], False) == 1
+    learned = {"experiment": "e", "kind": "learn_kernel", "status": "ok", "determinism": "strict", "seed": 0,
+               "learned_kernel": "[[1.0, -1.0]]", "loss_final": 0.04}
+    (v,) = verdict.judge(pd.DataFrame([learned]), pd.DataFrame([learned]), None, None, {}, {})
+    assert v.verdict == "bitwise identical" and v.reproduced
+    (v,) = verdict.judge(pd.DataFrame([learned]), pd.DataFrame([learned | {"loss_final": 0.05, "seed": 1}]),
+                         None, None, {}, {})
+    assert v.verdict == "different" and v.causes == ["seed: 0 -> 1"] and verdict.exit_code([v], False) == 1

@@ -60,7 +60,7 @@ def judge(old, new, old_steps, new_steps, old_env: dict, new_env: dict) -> list[
         kind = n[0]["kind"]
         v = (_train(exp, o[0], n[0], _trace(old_steps, exp), _trace(new_steps, exp)) if kind == "train"
              else _learned(exp, o[0], n[0]) if kind == "learn_kernel" else _timings(exp, o, n))
-        if v.verdict != IDENTICAL:  # `--epochs N` is no cause: the runs are compared at epoch N
+        if v.verdict not in (IDENTICAL, "timings"):  # `--epochs N` is no cause: the runs are compared at epoch N
             v.causes = [c for c in causes(o[0], n[0], old_env, new_env)
                         if not (kind == "train" and c.startswith("epochs: ") and n[0]["epochs"] < o[0]["epochs"])]
         out.append(v)
@@ -203,7 +203,8 @@ def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
                   for c in v.causes]
     counted = [v for v in verdicts if v.counted]
     same = sum(v.reproduced for v in counted)
-    lines.append(f"{same} of {len(counted)} strict experiment(s) reproduced bitwise"
+    lines.append((f"{same} of {len(counted)} strict experiment(s) reproduced bitwise" if counted
+                  else "no experiment held to a bitwise reproduction")
                  + (f"; {len(verdicts) - len(counted)} not held to it (fast mode, or kernel timings)"
                     if len(counted) < len(verdicts) else ""))
     return "\n".join(lines)
