@@ -203,3 +203,56 @@ def test_base_name_drops_only_the_seed():
     assert compare.base_name("x[lr=0.1,seed=2]") == "x[lr=0.1]"
     assert compare.base_name("x[resize=[96, 96],seed=0]") == "x[resize=[96, 96]]"
     assert compare.base_name("corr2d") == "corr2d"
+
+
+def _fingerprinted(root, run_id: str, prints: dict, suite: str = "ts", **changes) -> object:
+    """Run TA's or TB's rows under `run_id` with fingerprints {(model, seed): fingerprint} and `changes`."""
+    from synthetic_runs import train_rows
+
+    rows = [r | {"run_id": run_id, "suite": suite, "fingerprint": prints[(r["model"], r["seed"])]} | changes
+            for r in train_rows(TA if run_id < TB else TB)]
+    results.save(rows, root / suite / run_id)
+    return root / suite / run_id
+
+
+def test_report_says_per_experiment_whether_two_runs_fingerprints_are_identical(tmp_path):
+    a = _fingerprinted(tmp_path, TA, {("lenet", 0): "f0", ("lenet", 1): "f1", ("resnet18", 0): "r0"})
+    b = _fingerprinted(tmp_path, TB, {("lenet", 0): "f0", ("lenet", 1): "f1-other", ("resnet18", 0): "r0-other"},
+                       dataset_digest="d2")
+    from harness.views.determinism import fingerprints
+
+    df = compare.load_runs([a, b])
+    f = fingerprints(df, compare.pick_sides(df)).set_index(["experiment", "seed"])
+    assert f["identical"].tolist() == ["yes", "no", "no"]
+    assert f.loc[("lenet", 0), "recorded differences"] == ""
+    assert f.loc[("resnet18", 0), ["A", "B"]].tolist() == ["r0", "r0-other"]
+    assert f.loc[("resnet18", 0), "recorded differences"] == "data, commit"  # commit c1 -> c2 (synthetic_runs)
+    proc = run_cli("report", a, b)
+    assert proc.returncode == 0, proc.stderr
+    out = re.sub(" +", " ", proc.stdout)
+    assert f"## Fingerprints by run: A = {TA} → B = {TB}" in out
+    assert "1 of 3 training experiments (per seed) bitwise identical" in out
+    assert "| ts | lenet | 0 | strict | f0 | f0 | yes | |" in out
+    assert "| ts | resnet18 | 0 | strict | r0 | r0-other | no | data, commit |" in out
+
+
+def test_the_determinism_cost_compares_strict_and_fast_runs_of_the_same_networks(tmp_path):
+    strict = _fingerprinted(tmp_path, TA, {("lenet", 0): "a", ("lenet", 1): "b", ("resnet18", 0): "c"})
+    fast = _fingerprinted(tmp_path, TB, {("lenet", 0): "d", ("lenet", 1): "e", ("resnet18", 0): "f"},
+                          suite="ts-fast", determinism="fast", precision="bf16")
+    from harness.views.determinism import determinism_cost
+
+    assert determinism_cost(compare.load_runs([strict])) is None  # one mode only: no view
+    c = determinism_cost(compare.load_runs([strict, fast])).set_index("name")
+    # lenet: val_acc strict .80/.84, fast .81/.83 -> same mean; images/s 1100 -> 2200; resnet18 .85 -> .86, 300 -> 330
+    assert c.loc["lenet", "accuracy change"] == pytest.approx(0.0, abs=1e-12)
+    assert c.loc["lenet", "speed ratio"] == pytest.approx(2.0)
+    assert c.loc["resnet18", "accuracy change"] == pytest.approx(0.01)
+    assert c.loc["resnet18", "speed ratio"] == pytest.approx(1.1)
+    assert c.loc["resnet18", "fast precision"] == "bf16" and c.loc["lenet", "n strict"] == 2
+    proc = run_cli("report", strict, fast)
+    assert proc.returncode == 0, proc.stderr
+    out = re.sub(" +", " ", proc.stdout)
+    assert "## Determinism cost: strict vs fast" in out
+    assert "| resnet18 | resnet18 | 3 | 64 | 0.1 | 28x28 | Test CPU | 0.85 | 0.86 | +1.00 pts | 300 | 330 | 1.10× | bf16 |" in out
+    assert "## Fingerprints" not in out  # no experiment of one suite on both sides

@@ -26,7 +26,7 @@ GOOD_KERNEL = """
 BAD_SUITES = {
     "unknown_top_key": ("suite: s\nexperimens: []\n",
                         ["bad.yaml: experimens: unknown field 'experimens' (known: suite, description, note, defaults, "
-                         "experiments, matrix, overrides); did you mean 'experiments'?"]),
+                         "experiments, matrix, overrides, source); did you mean 'experiments'?"]),
     "note_not_text": ("suite: s\nnote: [a, b]\nexperiments:\n" + GOOD_KERNEL,
                       ["bad.yaml: note: Input should be a valid string"]),
     "unknown_experiment_key": ("suite: s\nexperiments:\n" + GOOD_KERNEL + "    sized: 3\n",

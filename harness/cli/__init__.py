@@ -4,7 +4,7 @@ Exit codes: 0 all good; 1 something ran and failed; 2 the input was wrong and no
 Nothing heavy is imported at start-up (torch, mlflow and pandas load inside the commands), so
 `--help` answers at once. Each module here adds its commands' parsers (`add`) and their functions
 (`COMMANDS`): runs.py (run, list, summary, env), views.py (report, dashboard, sync, ui), gate.py
-(baseline, check), scale.py (launch, merge).
+(baseline, check), scale.py (launch, merge), reproduce.py (reproduce).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli import gate, runs, scale, views
+from harness.cli import gate, reproduce, runs, scale, views
 from harness.core.errors import UserError
 
 EXAMPLES = """\
@@ -30,6 +30,7 @@ examples:
   python -m harness run suites/training.yaml --no-tracking   offline (e.g. on a GPU node), then later:
   python -m harness sync results/training/<run>         log that run directory into MLflow
   python -m harness launch suites/smoke.yaml --shards 2 run as 2 shards side by side, merge, log into MLflow
+  python -m harness reproduce results/smoke/<run>       run it again: bitwise identical, or what differs
 """
 
 
@@ -62,5 +63,5 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
 
 
-PARTS = (runs, views, gate, scale)
+PARTS = (runs, views, reproduce, gate, scale)
 COMMANDS = {name: fn for part in PARTS for name, fn in part.COMMANDS.items()}

@@ -88,20 +88,24 @@ class _Context:
 
 def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = False,
               argv: list[str] | None = None, resume_dir: Path | None = None, data_dir: str | None = None,
-              download: bool = False, keep_checkpoints: bool = False, shard=None) -> RunOutcome:
+              download: bool = False, keep_checkpoints: bool = False, shard=None,
+              reproduces: dict | None = None) -> RunOutcome:
     """Run every experiment of `suite`; see the module docstring.
 
     Whatever ends it early (a signal, a full disk, a bug), the results, steps and report of what
     finished are written, every MLflow run still open ends KILLED and the journal records the close;
     the exception then carries `run_dir` (where to `--resume`) and `rows` (how many were written).
     `shard` (harness.suite.shard.Shard): run only that part; None: the whole suite, or on `--resume`
-    the shard the run recorded.
+    the shard the run recorded. `reproduces` (`reproduce`): the run this one repeats, kept in env.json
+    and as the parent run's `harness.reproduces*` tags.
     """
     import torch
 
     t_start = time.perf_counter()
     here = distributed.world()
     env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg(), "started_at": _now()}
+    if reproduces:
+        env["reproduces"] = reproduces
     run, rows, steps = None, [], []
     try:
         with interrupt.deferred():  # the run directory's first files are never cut in half by a signal
@@ -123,7 +127,8 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
                                                     "device": device, "argv": argv or [],
                                                     "experiments": len(run.shard.select(suite.experiments)),
                                                     "overrides": list(suite.overrides)},
-                    tags=_env_tags(env) | {"run_dir": str(run.path), "shard": str(run.shard)})
+                    tags=_env_tags(env) | {"run_dir": str(run.path), "shard": str(run.shard)}
+                    | {f"harness.reproduces{'' if k == 'run_id' else '.' + k}": v for k, v in (reproduces or {}).items()})
                 run.path.mkdir(parents=True, exist_ok=True)  # the journal made it
                 results.atomic_write_text(run.path / "suite.yaml", _yaml(suite.resolved()))  # the whole suite
                 results.atomic_write_json(run.path / "env.json", env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class _SuiteFile(BaseModel):
     experiments: list[dict[str, Any]] = Field(min_length=1)
     matrix: dict[str, list[Any]] = {}
     overrides: list[str] = []  # KEY=VALUE / NAME.KEY=VALUE, applied like --set (harness.suite.overrides)
+    source: str = ""  # a run's resolved suite.yaml: the file it was resolved from (informational)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     except ValidationError as e:
         raise SuiteError(path, pydantic_problems(e, prefix="", model=_SuiteFile)) from None
 
-    problems = _check_names(top) + _check_keys(top)
+    problems = _check_names(top) + _check_keys(top) + _check_ids(top)
     changes, used = _overrides(path, top, overrides, seed, problems), set()
     names = [str(e.get("name", "")) for e in top.experiments]
     chosen = set(names) if not select else select_names(select, names)
@@ -125,6 +127,8 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
             problems.append((f"{where}.kind", "missing" if kind is None else unknown_name_message("kind", str(kind), list(KINDS))))
             continue
         model = KINDS.get(kind).spec
+        given_id = exp.get("id")  # a resolved suite (a run's suite.yaml) names each experiment's id
+        exp = {k: v for k, v in exp.items() if k != "id"}
         mine = steer.applying(changes, exp.get("name"), model.model_fields)  # key -> Override
         used.update(map(id, mine.values()))
         base = {k: v for k, v in top.defaults.items() if k in model.model_fields} | exp \
@@ -136,7 +140,9 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
             problems += steer.relabel(errs, where, mine)
             if spec is not None:
                 label = ",".join(f"{k}={v}" for k, v in point.items())
-                experiments.append(Experiment(f"{spec.name}[{label}]" if point else spec.name, spec, point))
+                exp_id = f"{spec.name}[{label}]" if point else spec.name
+                experiments.append(Experiment(_given_id(given_id, seed) if given_id else exp_id, spec, point))
+    experiments = list({(e.id, e.spec_hash): e for e in experiments}.values())  # --seed on a resolved seed axis
     if problems:
         raise SuiteError(path, _dedupe(problems))
     if not experiments:
@@ -197,12 +203,46 @@ def _check_names(top: _SuiteFile) -> list[tuple[str, str]]:
     seen: dict[str, int] = {}
     problems = []
     for i, exp in enumerate(top.experiments):
+        if "id" in exp:  # a resolved suite: one entry per matrix point, same names (_check_ids: unique ids)
+            continue
         name = exp.get("name")
         if isinstance(name, str) and name in seen:
             problems.append((f"experiments[{i}].name", f"duplicate experiment name {name!r} "
                              f"(first used by experiments[{seen[name]}])"))
         seen.setdefault(name, i)
     return problems
+
+
+def _check_ids(top: _SuiteFile) -> list[tuple[str, str]]:
+    """`id` is read from a resolved suite (what a run writes into its suite.yaml, `Suite.resolved`):
+    the experiment's name, or the name and the matrix point it was expanded at, `name[field=value,...]`;
+    unique, and in a suite without a matrix (the resolved form has none)."""
+    problems, seen = [], {}
+    for i, exp in enumerate(top.experiments):
+        if "id" not in exp:
+            continue
+        given, name, where = exp["id"], exp.get("name"), f"experiments[{i}].id"
+        if top.matrix:
+            problems.append((where, "an experiment id is read only from a resolved suite, which has no `matrix`; "
+                                    "remove `id` (expansion names the experiments) or the matrix"))
+        elif not isinstance(given, str) or not isinstance(name, str) or not (
+                given == name or (given.startswith(f"{name}[") and given.endswith("]"))):
+            problems.append((where, f"{given!r} is not the experiment's name ({name!r}) or the name with its "
+                                    f"matrix point ({name}[field=value,...]); remove `id` to let expansion name it"))
+        elif given in seen:
+            problems.append((where, f"duplicate experiment id {given!r} (first used by experiments[{seen[given]}])"))
+        else:
+            seen[given] = i
+    return problems
+
+
+def _given_id(given: str, seed: int | None) -> str:
+    """A resolved experiment's id; under --seed without its `seed=` part, as expansion drops a seed axis."""
+    if seed is None or "[" not in given:
+        return given
+    name, label = given[:-1].split("[", 1)
+    rest = [p for p in re.split(r",(?=\w+=)", label) if not p.startswith("seed=")]
+    return f"{name}[{','.join(rest)}]" if rest else name
 
 
 def _check_keys(top: _SuiteFile) -> list[tuple[str, str]]:

@@ -38,9 +38,14 @@ def runs_report(df, fmt: str = "md", by: str | None = None) -> str:
 
     from harness.views import compare
 
+    from harness.views import determinism
+
     kernels, models, comparison = compare.kernel_summary(df), compare.model_summary(df), compare.compare(df, by)
+    prints = determinism.fingerprints(df, comparison.attrs["sides"] if comparison is not None else None)
+    cost = determinism.determinism_cost(df)
     if fmt == "csv":  # the unformatted numbers, one table under the other
-        tables = {"kernels": kernels, "models": models, "comparison": comparison}
+        tables = {"kernels": kernels, "models": models, "comparison": comparison, "fingerprints": prints,
+                  "determinism_cost": cost}
         parts = [t.assign(table=name) for name, t in tables.items() if t is not None and len(t)]
         if not parts:
             return "table\n"
@@ -48,6 +53,7 @@ def runs_report(df, fmt: str = "md", by: str | None = None) -> str:
         return both[["table", *both.columns.drop("table")]].to_csv(index=False)
     blocks = [("h1", f"Results of {df['run_id'].nunique()} runs"), ("table", _runs_table(df))]
     blocks += _kernel_blocks(kernels) + _model_blocks(models) + _comparison_blocks(comparison)
+    blocks += _fingerprint_blocks(prints) + _cost_blocks(cost)
     return _html(blocks) if fmt == "html" else _markdown(blocks)
 
 
@@ -135,6 +141,34 @@ def _comparison_blocks(c) -> list:
              "beyond spread": {True: "yes", False: "no"}.get(r.beyond_spread, "?"),
              "verdict": r.verdict + (f" ({r.note})" if r.note else "")} for r in c.itertuples()]
     return out + [("table", pd.DataFrame(rows))]
+
+
+def _fingerprint_blocks(f) -> list:
+    if f is None:
+        return []
+    by, a, b = f.attrs["sides"]
+    same = int((f["identical"] == "yes").sum())
+    return [("h2", f"Fingerprints by {by}: A = {a} → B = {b}"),
+            ("p", f"{same} of {len(f)} training experiments (per seed) bitwise identical (same fingerprint: the final weights "
+                  f"and every epoch's loss and accuracy). A difference lists the recorded settings that differ; "
+                  f"`python -m harness reproduce RUN` says which apply to one run."),
+            ("table", f)]
+
+
+def _cost_blocks(c) -> list:
+    if c is None:
+        return []
+    table = c.assign(**{
+        "strict val_acc": c["strict val_acc"].map("{:.4f}".format), "fast val_acc": c["fast val_acc"].map("{:.4f}".format),
+        "accuracy change": (c["accuracy change"] * 100).map("{:+.2f} pts".format),
+        "strict images/s": c["strict images/s"].map("{:,.0f}".format), "fast images/s": c["fast images/s"].map("{:,.0f}".format),
+        "speed ratio": c["speed ratio"].map("{:.2f}×".format)}).rename(columns={"device_name": "device", "batch_size": "batch"})
+    return [("h2", "Determinism cost: strict vs fast"),
+            ("p", "The same networks (name, model, epochs, batch, lr, input size, device) in both modes: validation "
+                  "accuracy after the last epoch (mean over seeds and runs; change = fast − strict, in percentage "
+                  "points) and training images/s (speed ratio = fast / strict). Fast mode trades bitwise "
+                  "reproducibility for speed: its precision and compile settings are the fast suite's."),
+            ("table", table)]
 
 
 def _pct(x: float, sign: str = "") -> str:

@@ -1,0 +1,182 @@
+"""`python -m harness reproduce RUN`: run a recorded run again and say whether it reproduced.
+
+    python -m harness reproduce results/smoke/20261202T114418Z-6c8173 [--only lenet] [--epochs 1]
+    python -m harness reproduce <MLflow run id> --tracking-uri sqlite:///results/mlflow.db
+
+RUN is a run directory, or the MLflow id of a run `run` logged (its parent run, or a child of it):
+its run directory when it is on this machine, else the suite.yaml, env.json, results and steps.csv
+it logged as artifacts. What the run recorded decides what runs again: its resolved suite.yaml (every
+seed, determinism mode, data limit; a valid suite, harness.suite.loader), the experiments its results
+hold (its shard, its -k), and its device class. The run goes through the runner as `run` does, into a
+new run directory whose env.json (`reproduces`) and MLflow parent run (`harness.reproduces*` tags)
+name the run it repeats; harness.views.verdict then judges each experiment.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness.core.errors import UserError
+from harness.core.registry import unknown_name_message
+
+
+@dataclass
+class Recorded:
+    """What a run recorded, read from its run directory (or its MLflow artifacts)."""
+
+    path: Path  # the run directory, or the folder its MLflow artifacts were downloaded into
+    origin: Path  # the run directory (where the run wrote it: maybe on another machine)
+    given: str  # RUN as the user gave it
+    run_id: str  # <UTC time>-<id>
+    mlflow_run_id: str  # the parent run ("" without tracking)
+    env: dict
+    state: dict
+    results: object  # DataFrame (harness.run.results)
+    steps: object  # steps.csv as a DataFrame, or None
+
+
+def locate(run: str, tracking_uri: str | None, scratch: Path) -> Recorded:
+    """RUN -> what it recorded; every problem a UserError naming RUN (exit 2, nothing created)."""
+    import os
+
+    path = Path(run)
+    mlflow_id, origin = "", path
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{run}: is a file, not a run directory; give a run directory "
+                        f"(results/<suite>/<UTC time>-<id>) or an MLflow run id with --tracking-uri")
+    if not path.exists():
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise UserError(f"{run}: no such run directory; give a run directory (results/<suite>/<UTC time>-<id>), "
+                            f"or an MLflow run id with --tracking-uri URI (the store it was logged in)")
+        from harness.track.recorded import run_dir_of
+
+        path, mlflow_id, origin = run_dir_of(uri, run, scratch)
+    missing = [n for n in ("suite.yaml", "env.json") if not (path / n).is_file()]
+    if missing or not any((path / n).is_file() for n in ("results.parquet", "results.csv")):
+        raise UserError(f"{run}: not a run directory (no {', '.join(missing) or 'results.parquet'}); give the "
+                        f"directory a run printed, e.g. results/smoke/<UTC time>-<id>")
+    from harness.run.rundir import recorded_state
+    from harness.views.compare import load_checked
+
+    df = load_checked(path)
+    if not len(df):
+        raise UserError(f"{run}: the run recorded no finished row (it stopped before its first); nothing to reproduce")
+    try:
+        env = json.loads((path / "env.json").read_text())
+    except ValueError as e:
+        raise UserError(f"{path / 'env.json'}: not readable JSON ({e}); the run directory is damaged") from None
+    state = recorded_state(path)
+    parent = str(state.get("parent_run_id") or "")
+    return Recorded(path, Path(origin).resolve() if origin == path else origin, run,
+                    state.get("run_id") or str(df["run_id"].iloc[0]),
+                    mlflow_id or ("" if parent.startswith("offline:") else parent),
+                    env if isinstance(env, dict) else {}, state, df, _steps(path))
+
+
+def _steps(path: Path):
+    import pandas as pd
+
+    file = path / "steps.csv"
+    if not file.is_file():
+        return None
+    try:  # round_trip: the floats exactly as written (compared bit for bit)
+        return pd.read_csv(file, float_precision="round_trip")
+    except (ValueError, OSError):
+        return None
+
+
+def plan(rec: Recorded, only: str | None, epochs: int | None):
+    """The recorded suite, cut to the experiments the run ran (its shard, its -k), --only and --epochs."""
+    from harness.suite import load_suite
+
+    suite = load_suite(rec.path / "suite.yaml")  # a run's suite.yaml is a valid suite
+    ran = set(rec.results["experiment"].dropna())
+    experiments = [e for e in suite.experiments if e.id in ran]
+    if not experiments:
+        raise UserError(f"{rec.given}: its results name no experiment of its suite.yaml "
+                        f"({', '.join(sorted(ran))}); the run directory is damaged")
+    if only is not None:
+        ids = [e.id for e in experiments]
+        if only not in ids:
+            raise UserError(f"--only {only}: {unknown_name_message('experiment', only, ids)}")
+        experiments = [e for e in experiments if e.id == only]
+    if epochs is not None:
+        trained = [e for e in experiments if e.spec.kind == "train"]
+        if not trained:
+            raise UserError(f"--epochs {epochs}: no training experiment to shorten "
+                            f"({', '.join(e.id for e in experiments)} time kernels)")
+        most = min(e.spec.epochs for e in trained)
+        if not 1 <= epochs <= most:
+            raise UserError(f"--epochs {epochs}: give 1 to {most}, the epochs the run recorded"
+                            + (" (the fewest of its experiments)" if len(trained) > 1 else ""))
+        experiments = [replace(e, spec=e.spec.model_copy(update={"epochs": epochs}))
+                       if e.spec.kind == "train" else e for e in experiments]
+    return replace(suite, experiments=experiments)
+
+
+def checkout_warnings(rec: Recorded) -> list[str]:
+    """The current checkout against the run's commit: another commit, or uncommitted changes."""
+    import harness
+    from harness.core.envinfo import git_info
+
+    now = git_info(Path(harness.__file__).resolve().parent)
+    was, here = rec.env.get("git_commit"), now.get("git_commit")
+    out = []
+    if was and here and was != here:
+        out.append(f"the run was made at commit {was[:12]}, this checkout is at {here[:12]}: a difference may come "
+                   f"from the code (git checkout {was[:12]} to reproduce it exactly)")
+    elif not was:
+        out.append("the run recorded no commit (made outside git): the code may differ")
+    if rec.env.get("git_dirty"):
+        out.append("the run was made with uncommitted changes: its code is not in any commit")
+    if now.get("git_dirty"):
+        out.append("this checkout has uncommitted changes")
+    return out
+
+
+def prepare(rec: Recorded, suite, *, device: str | None, out: Path, tracking: bool, tracking_uri: str | None,
+            data_dir: str | None):
+    """Every check `run` makes before it creates anything (results root, device, data, the store);
+    returns (the device, the tracker). The device defaults to the class the run recorded."""
+    from harness.core.determinism import prepare_process
+    from harness.run import rundir, runner
+
+    rundir.check_out_root(out)
+    prepare_process()  # before CUDA starts
+    recorded_device = str(rec.env.get("device") or "cpu").split(":")[0]
+    try:
+        resolved = runner.resolve_device(device or recorded_device)
+    except UserError:
+        if device:
+            raise
+        raise UserError(f"{rec.given}: the run was made on {recorded_device}, and this machine has no CUDA device; "
+                        f"give --device cpu to run it here (expect it to differ), or reproduce it on a GPU") from None
+    if any(e.spec.kind == "train" for e in suite.experiments):
+        from harness.train.datacheck import check_data
+
+        check_data(suite.experiments, data_dir)
+    from harness.track import make_tracker
+
+    return resolved, make_tracker(tracking, tracking_uri, out)
+
+
+def rerun(rec: Recorded, suite, *, device: str, tracker, out: Path, data_dir: str | None, argv: list[str]):
+    """Run `suite` through the runner, as `run` does, into a new run directory that names the run it
+    reproduces (env.json `reproduces`, the parent run's `harness.reproduces*` tags)."""
+    from harness.run import runner
+
+    reproduces = {"run_id": rec.run_id, "run_dir": str(rec.origin), "mlflow_run_id": rec.mlflow_run_id}
+    return runner.run_suite(suite, device=device, out_root=out, tracker=tracker, argv=argv, data_dir=data_dir,
+                            reproduces={k: v for k, v in reproduces.items() if v})
+
+
+def judge_rerun(rec: Recorded, run_dir: Path):
+    """The verdicts of the new run `run_dir` against the recorded one (harness.views.verdict)."""
+    from harness.run import results
+    from harness.views import verdict
+
+    new = results.load(run_dir)
+    new_env = json.loads((run_dir / "env.json").read_text())
+    return verdict.judge(rec.results, new, rec.steps, _steps(run_dir), rec.env, new_env)

@@ -1,0 +1,210 @@
+"""Did a run reproduce? One verdict per experiment, from the recorded run's files and the new run's.
+
+- training: `bitwise identical` when the fingerprints (sha256 over the final weights and the
+  per-epoch loss/accuracy trace, harness.core.determinism) are equal; else `equal within tolerance`
+  when every per-epoch loss and accuracy (train and validation) is within TOLERANCE_REL of the
+  recorded one (accuracies are counts over the same images: this asks for the same counts); else
+  `different`. Reproducing the first N of E epochs (`reproduce --epochs N`): the run recorded only its
+  final fingerprint, so the epoch-N losses and accuracies are compared instead, bit for bit.
+- learn_kernel: the learned kernel and its final loss, the same way.
+- kernel timings are measurements, not bitwise results: their verdict says whether every row ran
+  as before and how the median times moved (`report` compares timings against their spread).
+
+A verdict other than identical lists the recorded differences that can explain it: the rows'
+settings (seed, determinism mode, data digest, device, threads, commit, ...) and env.json's
+(torch, CUDA, cuDNN, CPU and GPU model, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TOLERANCE_REL = 1e-6
+TRACE = ("train_loss", "train_acc", "val_loss", "val_acc")
+ROW_FIELDS = {"seed": "seed", "determinism": "determinism mode", "dataset_digest": "data digest",
+              "device": "device", "device_name": "device model", "threads": "CPU threads",
+              "world_size": "processes (world size)", "git_commit": "commit", "git_dirty": "uncommitted changes",
+              "epochs": "epochs", "batch_size": "batch size", "lr": "lr", "resize": "input size",
+              "precision": "precision", "dtype": "dtype", "model": "model", "config": "model_args/config",
+              "code_hash": "kernel code"}
+ENV_FIELDS = {"torch": "torch", "cuda": "CUDA", "cudnn": "cuDNN", "gpu_name": "GPU", "gpu_driver": "GPU driver",
+              "cpu_model": "CPU", "torch_threads": "torch threads", "python": "Python", "numpy": "NumPy",
+              "harness_version": "harness version"}
+IDENTICAL, TOLERANT, DIFFERENT = "bitwise identical", "equal within tolerance", "different"
+
+
+@dataclass
+class Verdict:
+    experiment: str
+    mode: str  # strict | fast
+    verdict: str  # IDENTICAL | TOLERANT | DIFFERENT | "timings" | "failed"
+    detail: str
+    causes: list[str] = field(default_factory=list)
+    counted: bool = True  # held to the exit code: a strict training or learn_kernel experiment
+    reproduced: bool = False  # bitwise (or its epoch-N equivalent), and every row ran
+
+    @property
+    def ok(self) -> bool:
+        return self.reproduced or not self.counted
+
+
+def judge(old, new, old_steps, new_steps, old_env: dict, new_env: dict) -> list[Verdict]:
+    """A verdict for each experiment of the new run (`old`/`new`: results frames; `*_steps`: steps.csv
+    frames or None; `*_env`: env.json)."""
+    out = []
+    for exp in dict.fromkeys(new["experiment"]):
+        o = old[old["experiment"] == exp].to_dict("records")
+        n = new[new["experiment"] == exp].to_dict("records")
+        if not o:
+            out.append(Verdict(exp, n[0]["determinism"], DIFFERENT, "the recorded run has no row of it", counted=False))
+            continue
+        kind = n[0]["kind"]
+        v = (_train(exp, o[0], n[0], _trace(old_steps, exp), _trace(new_steps, exp)) if kind == "train"
+             else _learned(exp, o[0], n[0]) if kind == "learn_kernel" else _timings(exp, o, n))
+        if v.verdict not in (IDENTICAL, "timings"):  # `--epochs N` is no cause: the runs are compared at epoch N
+            v.causes = [c for c in causes(o[0], n[0], old_env, new_env)
+                        if not (kind == "train" and c.startswith("epochs: ") and n[0]["epochs"] < o[0]["epochs"])]
+        out.append(v)
+    return out
+
+
+def _failed(exp: str, o: dict, n: dict) -> Verdict | None:
+    if o["status"] == n["status"] == "ok":
+        return None
+    said = f"recorded {o['status']}, now {n['status']}" + (f" ({n['error']})" if _has(n.get("error")) else "")
+    return Verdict(exp, n["determinism"], DIFFERENT if o["status"] != n["status"] else "failed", said)
+
+
+def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verdict:
+    mode = n["determinism"]
+    strict = mode == "strict"
+    bad = _failed(exp, o, n)
+    if bad is not None:
+        bad.counted = strict
+        return bad
+    epochs, recorded = int(n["epochs"]), int(o["epochs"])
+    if epochs == recorded and _has(o.get("fingerprint")) and o["fingerprint"] == n["fingerprint"]:
+        return Verdict(exp, mode, IDENTICAL, f"fingerprint {n['fingerprint']}", counted=strict, reproduced=True)
+    if epochs < recorded:  # `reproduce --epochs N`: only the epoch-N numbers are comparable
+        pairs = [(e, k, old_trace.get(e, {}).get(k), new_trace.get(e, {}).get(k))
+                 for e in range(1, epochs + 1) for k in TRACE]
+        if not old_trace or any(a is None for _, _, a, _ in pairs):
+            return Verdict(exp, mode, "not comparable", f"the run recorded no per-epoch metrics for epochs 1-{epochs} "
+                           f"(steps.csv) and only the fingerprint after epoch {recorded}", counted=strict)
+        note = f"fingerprint not comparable: the run recorded only its final one, after epoch {recorded}"
+    else:
+        pairs = [(e, k, old_trace.get(e, {}).get(k), new_trace.get(e, {}).get(k)) for e in sorted(old_trace) for k in TRACE]
+        pairs = [p for p in pairs if p[2] is not None] or [(recorded, k, o.get(k), n.get(k)) for k in TRACE]
+        note = f"fingerprint {o.get('fingerprint')} -> {n.get('fingerprint')}"
+    worst = max(pairs, key=lambda p: _rel(p[2], p[3]))
+    where = f"{worst[1]} at epoch {worst[0]}: {worst[2]!r} -> {worst[3]!r}"
+    if _rel(worst[2], worst[3]) == 0:
+        return Verdict(exp, mode, IDENTICAL if epochs < recorded else TOLERANT,
+                       f"every loss and accuracy of epoch{'s 1-' if epochs > 1 else ' '}{epochs} equal bit for bit; {note}",
+                       counted=strict, reproduced=epochs < recorded)
+    if _rel(worst[2], worst[3]) <= TOLERANCE_REL:
+        return Verdict(exp, mode, TOLERANT, f"every loss and accuracy within {TOLERANCE_REL:g} relative "
+                       f"(largest: {where}); {note}", counted=strict)
+    acc = ((old_trace[epochs].get("val_acc"), new_trace.get(epochs, {}).get("val_acc")) if epochs < recorded
+           else (o.get("val_acc"), n.get("val_acc")))
+    return Verdict(exp, mode, DIFFERENT, f"val_acc {_f(acc[0])} -> {_f(acc[1])}"
+                   f"{f' at epoch {epochs}' if epochs < recorded else ''}; largest "
+                   f"difference {_rel(worst[2], worst[3]):.1e} relative ({where}); {note}", counted=strict)
+
+
+def _learned(exp: str, o: dict, n: dict) -> Verdict:
+    mode, bad = n["determinism"], _failed(exp, o, n)
+    if bad is not None:
+        bad.counted = mode == "strict"
+        return bad
+    same = o.get("learned_kernel") == n.get("learned_kernel") and o.get("loss_final") == n.get("loss_final")
+    if same:
+        return Verdict(exp, mode, IDENTICAL, f"learned kernel and final loss {n.get('loss_final')!r}",
+                       counted=mode == "strict", reproduced=True)
+    rel = _rel(o.get("loss_final"), n.get("loss_final"))
+    verdict = TOLERANT if rel <= TOLERANCE_REL else DIFFERENT
+    return Verdict(exp, mode, verdict, f"final loss {o.get('loss_final')!r} -> {n.get('loss_final')!r} "
+                   f"({rel:.1e} relative; tolerance {TOLERANCE_REL:g}); learned kernel "
+                   f"{'equal' if o.get('learned_kernel') == n.get('learned_kernel') else 'differs'}",
+                   counted=mode == "strict")
+
+
+def _timings(exp: str, o: list[dict], n: list[dict]) -> Verdict:
+    before = {(r["variant"], r["size"]): r for r in o}
+    changed = [f"{r['variant']} {r['size']}: {before[(r['variant'], r['size'])]['status']} -> {r['status']}"
+               for r in n if (r["variant"], r["size"]) in before and before[(r["variant"], r["size"])]["status"] != r["status"]]
+    ratios = sorted(r["time_median_s"] / before[(r["variant"], r["size"])]["time_median_s"] for r in n
+                    if _has(r.get("time_median_s")) and _has(before.get((r["variant"], r["size"]), {}).get("time_median_s")))
+    moved = (f"median time {ratios[len(ratios) // 2] - 1:+.0%} (median over {len(ratios)} rows; timings are "
+             f"measurements, not bitwise results: `report` compares them against their spread)" if ratios else "no timed rows")
+    failed = [r for r in n if r["status"] == "failed"]
+    return Verdict(exp, n[0]["determinism"], DIFFERENT if changed else "timings",
+                   ("; ".join(changed) + "; " if changed else "every row ran as recorded; ") + moved,
+                   counted=bool(failed), reproduced=not failed)
+
+
+def causes(o: dict, n: dict, old_env: dict, new_env: dict) -> list[str]:
+    """The recorded settings that differ between the two runs, `what: old -> new`; else why none can explain it."""
+    out = [f"{label}: {_short(o.get(k))} -> {_short(n.get(k))}" for k, label in ROW_FIELDS.items()
+           if _has(o.get(k)) and str(o.get(k)) != str(n.get(k))]
+    out += [f"{label}: {_short(old_env.get(k))} -> {_short(new_env.get(k))}" for k, label in ENV_FIELDS.items()
+            if k in old_env and str(old_env.get(k)) != str(new_env.get(k))]
+    if n.get("determinism") == "fast":
+        out.append("fast mode: nondeterministic kernels (cuDNN autotuning, TF32, compile) are allowed")
+    return out or ["no recorded difference explains it (same settings, data, code and environment)"]
+
+
+def _trace(steps, exp: str) -> dict[int, dict[str, float]]:
+    """{epoch: {metric: value}} of one experiment's per-epoch losses and accuracies (steps.csv)."""
+    if steps is None or not len(steps):
+        return {}
+    s = steps[(steps["experiment"] == exp) & steps["metric"].isin(TRACE)]
+    out: dict[int, dict[str, float]] = {}
+    for r in s.itertuples():
+        out.setdefault(int(r.step), {})[r.metric] = float(r.value)
+    return out
+
+
+def _rel(a, b) -> float:
+    if a is None or b is None:
+        return float("inf")
+    a, b = float(a), float(b)
+    if a == b:
+        return 0.0
+    return abs(a - b) / max(abs(a), abs(b), 1e-12) if a == a and b == b else float("inf")
+
+
+def _has(x) -> bool:
+    """Not None, NaN or pandas' NA (an empty cell)."""
+    import pandas as pd
+
+    return not (x is None or (pd.api.types.is_scalar(x) and pd.isna(x)))
+
+
+def _short(x) -> str:
+    text = "unknown" if not _has(x) else str(x)
+    return text[:12] if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def _f(x) -> str:
+    return f"{x:.4f}" if _has(x) else "?"
+
+
+def exit_code(verdicts: list[Verdict], rerun_failed: bool) -> int:
+    """0 when every strict-mode experiment reproduced bitwise (and the rerun had no failed row), else 1."""
+    return 0 if all(v.ok for v in verdicts) and not rerun_failed else 1
+
+
+def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
+    width = max([len(v.experiment) for v in verdicts] + [10])
+    lines = [f"verdict: {old_id} (recorded) -> {new_id} (now)"]
+    for v in verdicts:
+        lines.append(f"  {v.experiment:<{width}}  {v.mode:<6}  {v.verdict}: {v.detail}")
+        lines += [f"  {'':<{width}}  {'':<6}    differs: {c}" if " -> " in c else f"  {'':<{width}}  {'':<6}    {c}"
+                  for c in v.causes]
+    counted = [v for v in verdicts if v.counted]
+    same = sum(v.reproduced for v in counted)
+    lines.append((f"{same} of {len(counted)} strict experiment(s) reproduced bitwise" if counted
+                  else "no experiment held to a bitwise reproduction")
+                 + (f"; {len(verdicts) - len(counted)} not held to it (fast mode, or kernel timings)"
+                    if len(counted) < len(verdicts) else ""))
+    return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""`python -m harness reproduce RUN`, as a user runs it: a real smoke run (LeNet on the shipped sample,
+strict mode) logged into a real MLflow SQLite store, reproduced from its run directory and from its
+MLflow run id; a run whose recorded seed or data sample was changed reports `different` with the
+cause; bad input is exit 2 with nothing created. Also: a run's saved suite.yaml is itself a suite."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, run_cli, write_suite
+
+from harness.suite import load_suite
+from harness.views import verdict
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, _migrated_store):
+    """(run directory, tracking URI, MLflow parent run id) of `run suites/smoke.yaml -k lenet`."""
+    root = tmp_path_factory.mktemp("reproduce")
+    shutil.copyfile(_migrated_store, root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    proc = run_cli("run", REPO / "suites/smoke.yaml", "-k", "lenet", "--out", root / "results", "--tracking-uri", uri)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (root / "results" / "smoke").iterdir()
+    state = json.loads((run_dir / "state.json").read_text())
+    return run_dir, uri, state["parent_run_id"]
+
+
+def _new_runs(out: Path, before: set = frozenset()) -> list[Path]:
+    return sorted(p for p in (out / "smoke").iterdir() if p not in before) if (out / "smoke").is_dir() else []
+
+
+def test_a_strict_smoke_run_reproduces_bitwise_into_a_new_run_that_names_it(recorded):
+    run_dir, uri, parent = recorded
+    out = run_dir.parents[1]
+    before = set(_new_runs(out))
+    proc = run_cli("reproduce", run_dir, "--tracking-uri", uri, "--out", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fingerprint = pd.read_csv(run_dir / "results.csv")["fingerprint"].iloc[0]
+    assert f"lenet       strict  bitwise identical: fingerprint {fingerprint}" in proc.stdout
+    assert "1 of 1 strict experiment(s) reproduced bitwise" in proc.stdout
+    (new,) = _new_runs(out, before)
+    assert new.name != run_dir.name and f"new run: {new}" in proc.stdout
+    env = json.loads((new / "env.json").read_text())
+    assert env["reproduces"] == {"run_id": run_dir.name, "run_dir": str(run_dir.resolve()), "mlflow_run_id": parent}
+    assert yaml.safe_load((new / "suite.yaml").read_text())["experiments"] == \
+        yaml.safe_load((run_dir / "suite.yaml").read_text())["experiments"]
+    assert pd.read_csv(new / "results.csv")["fingerprint"].iloc[0] == fingerprint
+
+    from mlflow.tracking import MlflowClient
+
+    new_parent = json.loads((new / "state.json").read_text())["parent_run_id"]
+    tags = MlflowClient(tracking_uri=uri).get_run(new_parent).data.tags
+    assert tags["harness.reproduces"] == run_dir.name
+    assert tags["harness.reproduces.mlflow_run_id"] == parent
+
+
+def _copy(run_dir: Path, tmp_path: Path, old: str, new: str) -> Path:
+    """The recorded run with one recorded setting changed in its suite.yaml: the run now says it
+    was made with a setting its results were not made with."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    text = (copy / "suite.yaml").read_text()
+    assert text.count(old) == 1
+    (copy / "suite.yaml").write_text(text.replace(old, new))
+    return copy
+
+
+@pytest.mark.parametrize("old, new, cause", [
+    ("  seed: 0\n", "  seed: 1\n", "differs: seed: 0 -> 1"),
+    ("  train_limit: 512\n", "  train_limit: 256\n", "differs: data digest: "),
+])
+def test_a_changed_seed_or_data_sample_is_different_with_its_cause(recorded, tmp_path, old, new, cause):
+    run_dir, _, _ = recorded
+    copy = _copy(run_dir, tmp_path, old, new)
+    proc = run_cli("reproduce", copy, "--no-tracking", "--out", tmp_path / "out", "--epochs", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "lenet       strict  different: val_acc " in proc.stdout
+    assert cause in proc.stdout
+    assert "differs: epochs" not in proc.stdout  # --epochs 1: compared at epoch 1, not a cause
+    assert "0 of 1 strict experiment(s) reproduced bitwise" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_mlflow_run_id_reproduces_from_the_store_also_without_the_run_directory(recorded, tmp_path):
+    run_dir, uri, parent = recorded
+    child = json.loads((run_dir / "state.json").read_text())["children"]["lenet/lenet/28x28"]
+    proc = run_cli("reproduce", child, "--tracking-uri", uri, "--out", tmp_path / "a", "--epochs", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"reproducing smoke run {run_dir.name} ({run_dir})" in proc.stdout
+    assert "lenet       strict  bitwise identical: every loss and accuracy of epoch 1 equal bit for bit; " \
+           "fingerprint not comparable: the run recorded only its final one, after epoch 2" in proc.stdout
+    hidden = run_dir.with_name(run_dir.name + ".elsewhere")
+    run_dir.rename(hidden)  # as on another machine: read from the run's MLflow artifacts
+    try:
+        proc = run_cli("reproduce", parent, "--tracking-uri", uri, "--out", tmp_path / "b", "--epochs", "1",
+                       "--no-tracking")
+    finally:
+        hidden.rename(run_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bitwise identical" in proc.stdout
+    (new,) = _new_runs(tmp_path / "b")
+    assert json.loads((new / "env.json").read_text())["reproduces"]["run_dir"] == str(run_dir)
+
+
+def test_bad_input_is_exit_2_with_one_message_and_nothing_created(recorded, tmp_path):
+    run_dir, uri, _ = recorded
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    cases = [
+        ((empty,), f"error: {empty}: not a run directory (no suite.yaml, env.json); give the directory a run printed"),
+        ((run_dir / "results.csv",), f"error: {run_dir / 'results.csv'}: is a file, not a run directory"),
+        (("no/such/run",), "error: no/such/run: no such run directory; give a run directory (results/<suite>/"
+                           "<UTC time>-<id>), or an MLflow run id with --tracking-uri URI"),
+        (("0" * 32, "--tracking-uri", uri), f"error: {'0' * 32}: not a run directory, and no MLflow run with that id "
+                                            f"in {uri}"),
+        ((run_dir, "--only", "lenett"), "error: --only lenett: unknown experiment 'lenett' (known: lenet); "
+                                        "did you mean 'lenet'?"),
+        ((run_dir, "--epochs", "3"), "error: --epochs 3: give 1 to 2, the epochs the run recorded"),
+        ((run_dir, "--epochs", "0"), "error: --epochs 0: give 1 to 2"),
+    ]
+    import torch
+
+    if not torch.cuda.is_available():  # a run recorded on a GPU, reproduced where there is none
+        on_gpu = tmp_path / "on_gpu"
+        shutil.copytree(run_dir, on_gpu)
+        env = json.loads((on_gpu / "env.json").read_text()) | {"device": "cuda"}
+        (on_gpu / "env.json").write_text(json.dumps(env))
+        cases.append(((on_gpu,), f"error: {on_gpu}: the run was made on cuda, and this machine has no CUDA device; "
+                                 f"give --device cpu to run it here"))
+    for args, message in cases:
+        proc = run_cli("reproduce", *args, "--out", out)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith(message), (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not out.exists(), args
+
+
+def test_a_runs_saved_suite_yaml_runs_to_the_same_experiments_and_fingerprint(recorded, tmp_path):
+    run_dir, _, _ = recorded
+    listed = run_cli("list", run_dir / "suite.yaml")
+    assert listed.returncode == 0, listed.stderr
+    assert "  lenet " in listed.stdout and "1 experiments" in listed.stdout
+    proc = run_cli("run", run_dir / "suite.yaml", "--no-tracking", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (new,) = (tmp_path / "smoke").iterdir()
+    assert pd.read_csv(new / "results.csv")["fingerprint"].iloc[0] == \
+        pd.read_csv(run_dir / "results.csv")["fingerprint"].iloc[0]
+
+
+MATRIX = """
+suite: mx
+defaults: {batch_size: 64, epochs: 1, dataset: fashion_mnist_sample, train_limit: 128, val_limit: 64}
+experiments:
+  - {name: lenet, kind: train, model: lenet, lr: 0.1}
+  - {name: c, kind: kernel, kernel: corr2d, variants: [loop, native], sizes: {input: [[6, 8]], kernel: [[1, 2]]}}
+matrix: {seed: [0, 1], lr: [0.1, 0.05]}
+"""
+
+
+@pytest.mark.parametrize("suite", ["smoke.yaml", "kernels.yaml", "training.yaml", "training-fast.yaml", "matrix"])
+def test_a_resolved_suite_loads_to_the_same_experiment_ids_and_specs(suite, tmp_path):
+    path = write_suite(tmp_path / "m.yaml", MATRIX) if suite == "matrix" else REPO / "suites" / suite
+    for seed in (None, 7):
+        original = load_suite(path, seed=seed)
+        saved = tmp_path / "suite.yaml"
+        saved.write_text(yaml.safe_dump(load_suite(path).resolved(), sort_keys=False))
+        again = load_suite(saved, seed=seed)
+        assert [(e.id, e.spec) for e in again.experiments] == [(e.id, e.spec) for e in original.experiments]
+        assert again.resolved()["experiments"] == original.resolved()["experiments"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("- id: lenet[seed=0,lr=0.1]", "- id: lenet[seed=0,lr=0.1]\n  extra: 1"),
+     "experiments[0].extra: unknown field 'extra'"),
+    (lambda t: t.replace("id: lenet[seed=0,lr=0.05]", "id: lenet[seed=0,lr=0.1]"),
+     "experiments[1].id: duplicate experiment id 'lenet[seed=0,lr=0.1]' (first used by experiments[0])"),
+    (lambda t: t.replace("id: c[seed=0]", "id: d[seed=0]"),
+     "experiments[4].id: 'd[seed=0]' is not the experiment's name ('c') or the name with its matrix point"),
+    (lambda t: t + "matrix: {seed: [3]}\n", "experiments[0].id: an experiment id is read only from a resolved suite"),
+])
+def test_a_resolved_suite_with_a_wrong_id_is_refused(tmp_path, edit, message):
+    saved = tmp_path / "suite.yaml"
+    saved.write_text(edit(yaml.safe_dump(load_suite(write_suite(tmp_path / "m.yaml", MATRIX)).resolved(),
+                                         sort_keys=False)))
+    proc = run_cli("list", saved)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def _rows(**kw):
+    base = {"experiment": "lenet", "kind": "train", "status": "ok", "determinism": "strict", "epochs": 2, "seed": 0,
+            "fingerprint": "aaaa", "val_acc": 0.5, "dataset_digest": "d1", "device": "cpu", "threads": 2}
+    return pd.DataFrame([base | kw])
+
+
+def _trace(scale: float = 1.0):
+    return pd.DataFrame([{"experiment": "lenet", "step": e, "metric": k, "value": v * scale}
+                         for e in (1, 2) for k, v in (("train_loss", 2.0 / e), ("train_acc", 0.25 * e),
+                                                      ("val_loss", 2.1 / e), ("val_acc", 0.2 * e))])
+
+
+def test_verdicts_bitwise_tolerance_different_and_fast_mode():
+    env = {"torch": "2.0", "cpu_model": "X"}
+    same = verdict.judge(_rows(), _rows(), _trace(), _trace(), env, env)
+    assert same[0].verdict == "bitwise identical" and same[0].reproduced and not same[0].causes
+    near = verdict.judge(_rows(), _rows(fingerprint="bbbb"), _trace(), _trace(1 + 1e-8), env, env | {"torch": "2.1"})
+    assert near[0].verdict == "equal within tolerance" and "within 1e-06 relative" in near[0].detail
+    assert near[0].causes == ["torch: 2.0 -> 2.1"] and verdict.exit_code(near, False) == 1
+    far = verdict.judge(_rows(), _rows(fingerprint="bbbb", threads=4), _trace(), _trace(1.01), env, env)
+    assert far[0].verdict == "different" and far[0].causes == ["CPU threads: 2 -> 4"]
+    fast = verdict.judge(_rows(determinism="fast"), _rows(determinism="fast", fingerprint="bbbb"), _trace(),
+                         _trace(1.01), env, env)
+    assert fast[0].verdict == "different" and not fast[0].counted and verdict.exit_code(fast, False) == 0
+    assert any(c.startswith("fast mode") for c in fast[0].causes)
+    failed = verdict.judge(_rows(), _rows(status="failed", error="boom"), _trace(), None, env, env)
+    assert failed[0].verdict == "different" and "recorded ok, now failed (boom)" in failed[0].detail
+    assert verdict.exit_code(same, rerun_failed=True) == 1
+
+
+def test_verdicts_of_kernel_timings_and_learned_kernels():
+    def kernel(**kw):
+        return {"experiment": "c", "kind": "kernel", "status": "ok", "determinism": "strict", "variant": "loop",
+                "size": "s", "time_median_s": 1.0} | kw
+
+    old = pd.DataFrame([kernel(), kernel(variant="native", time_median_s=0.1)])
+    new = pd.DataFrame([kernel(time_median_s=1.1), kernel(variant="native", time_median_s=0.11)])
+    (v,) = verdict.judge(old, new, None, None, {}, {})
+    assert v.verdict == "timings" and "median time +10%" in v.detail and not v.counted and not v.causes
+    new.loc[1, "status"] = "failed"
+    (v,) = verdict.judge(old, new, None, None, {}, {})
+    assert v.verdict == "different" and "native s: ok -> failed" in v.detail and verdict.exit_code([v], False) == 1
+    learned = {"experiment": "e", "kind": "learn_kernel", "status": "ok", "determinism": "strict", "seed": 0,
+               "learned_kernel": "[[1.0, -1.0]]", "loss_final": 0.04}
+    (v,) = verdict.judge(pd.DataFrame([learned]), pd.DataFrame([learned]), None, None, {}, {})
+    assert v.verdict == "bitwise identical" and v.reproduced
+    (v,) = verdict.judge(pd.DataFrame([learned]), pd.DataFrame([learned | {"loss_final": 0.05, "seed": 1}]),
+                         None, None, {}, {})
+    assert v.verdict == "different" and v.causes == ["seed: 0 -> 1"] and verdict.exit_code([v], False) == 1
