@@ -229,3 +229,17 @@ def test_a_run_whose_output_is_not_a_terminal_prints_plain_progress_lines(tmp_pa
     assert all(re.search(r"\| elapsed \d+(\.\d)? (s|min|h), ~\d+(\.\d)? (s|min|h) left \(\d+% of the work done\)$", ln)
                for ln in lines), lines
     assert "\x1b[" not in proc.stderr  # no terminal control codes in a log
+
+
+def test_a_shard_estimates_its_own_part(tmp_path):
+    kernels = "".join(f"  - {{name: k{i}, kind: kernel, kernel: corr2d, variants: [vectorized, native], "
+                      f"sizes: {{input: [{', '.join(['[8, 8]'] * (i + 1))}], kernel: [[2, 2]]}}, "
+                      f"min_run_time_s: 30}}\n" for i in range(2))
+    write_suite(tmp_path / "s.yaml", "suite: s\nexperiments:\n" + kernels)
+    whole = run_cli("list", "s.yaml", "--device", "cpu", cwd=tmp_path)
+    second = run_cli("list", "s.yaml", "--device", "cpu", "--shard", "1/2", cwd=tmp_path)
+    assert whole.returncode == 0 and second.returncode == 0, whole.stderr + second.stderr
+    # k0: 2 rows, k1: 4 rows, each about 33 s (min_run_time_s 30 and its calibration)
+    assert "estimate: ~3 min on cpu" in whole.stdout.splitlines()
+    assert [ln for ln in second.stdout.splitlines() if ln.startswith("  ")][0].startswith("  k1 ")
+    assert "estimate: ~2 min on cpu" in second.stdout.splitlines()

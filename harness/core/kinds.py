@@ -69,13 +69,12 @@ class Work:
     estimated seconds of each of its units of work (a training's epochs, a kernel row), plus a
     fixed cost per task (building, data, plots). `rate`: the FLOP/s the unit seconds were derived
     from, None when they come from the spec alone; the runner corrects rated work by what it measures
-    (harness.run.estimate). `how` says how it was estimated, for `list`."""
+    (harness.run.estimate)."""
 
     unit: str  # "epoch", "row"
     tasks: tuple[tuple[float, ...], ...]
     overhead_s: float = 0.0
     rate: float | None = None
-    how: str = ""
 
     @property
     def seconds(self) -> float:
@@ -95,7 +94,7 @@ def _one_row(spec) -> tuple[int, str]:
 
 
 def _unknown_cost(spec, device) -> Work:
-    return Work("task", ((0.0,),), how="no estimate for this kind")
+    return Work("task", ((0.0,),))  # no estimate for this kind
 
 
 @dataclass(frozen=True)

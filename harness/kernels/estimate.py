@@ -53,7 +53,8 @@ def estimate_kernel(spec, device, iter_s: float | None = None) -> Work:
     from harness.kernels.bench import capped_reason
 
     family = KERNELS.get(spec.kernel)
-    iter_s = iter_s if iter_s is not None else loop_iter_s(device)
+    if iter_s is None:
+        iter_s = loop_iter_s(device) if any(family.variants[v].python_loop for v in spec.variants) else 0.0
     rate = VECTOR_RATE["cuda" if str(device).startswith("cuda") else "cpu"]
     rows = []
     for case in spec.cases():
@@ -64,10 +65,8 @@ def estimate_kernel(spec, device, iter_s: float | None = None) -> Work:
                 continue
             call = case.loop_iters() * iter_s if variant.python_loop else case.flops() / rate
             rows.append((row_seconds(spec.min_run_time_s, call),))
-    loops = sum(family.variants[v].python_loop for v in spec.variants)
-    how = f"{spec.min_run_time_s:g} s per row" + (f", loops {iter_s * 1e6:.0f} us/iteration" if loops else "")
-    return Work("row", tuple(rows), how=how)
+    return Work("row", tuple(rows))
 
 
 def estimate_learn(spec, device) -> Work:
-    return Work("row", ((spec.iterations * LEARN_ITER_S + ROW_S,),), how="iterations")
+    return Work("row", ((spec.iterations * LEARN_ITER_S + ROW_S,),))

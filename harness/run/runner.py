@@ -201,7 +201,8 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
                     rows.append(run.done[key])
                     exp_rows.append(run.done[key])
                     continue
-                progress.start(i, j, exp.id if len(tasks) == 1 else f"{exp.id} {task.fields['variant']} {task.fields['size']}")
+                label = exp.id if len(tasks) == 1 else f"{exp.id} {task.fields['variant']} {task.fields['size']}"
+                progress.start(i, j, label)
                 t0 = time.perf_counter()
                 child = _child_run(tracker, run, key, exp, task, settings)
                 ctx = _Context(tracker, child, steps, {"experiment": exp.id, "variant": task.fields["variant"],

@@ -8,13 +8,14 @@ pass (a third of that) x validation images. Its seconds are those FLOPs over a r
 this device by `probe_rate`: a few training steps of the experiment's own model at its input size,
 on batches growing up to its batch size or until one step takes PROBE_STEP_S (random inputs; SGD
 on a throw-away model; the global RNG untouched). A smaller batch than the experiment's is less
-efficient: the estimate then errs long, until the first epoch corrects it. Inside the timed window: the
-steps (forward, loss, backward, optimizer step), synchronised on CUDA; outside: building the
-model, a warm-up step. The probe is cached per process (model, arguments, input, batch, device,
-precision) and spends at most about PROBE_BUDGET_S per process in its steps: past it, a model not yet probed takes
-the geometric mean of the rates measured so far. The data loading, the per-batch resize and
-the plots are not in the rate: a fixed OVERHEAD_S per experiment stands for them, and the runner
-corrects both by what it measures (harness.run.estimate).
+efficient: the estimate then errs long, until the first epoch corrects it. Inside the timed
+window: the steps (forward, loss, backward, optimizer step), synchronised on CUDA; outside:
+building the model, a warm-up step. The probe is cached per process (model, arguments, input,
+batch, device, precision) and spends about PROBE_BUDGET_S per process in its steps at most: past
+it, a model not yet probed takes the geometric mean of the rates measured so far. The data
+loading, the per-batch resize and the plots are not in the rate: a fixed OVERHEAD_S per
+experiment stands for them, and the runner corrects both by what it measures
+(harness.run.estimate).
 """
 from __future__ import annotations
 
@@ -55,13 +56,11 @@ def estimate_train(spec, device, rate: float | None = None, world_size: int | No
     from harness.core import distributed
 
     world_size = world_size or distributed.world().size
-    how = ""
     if rate is None:
-        rate, measured = probe_rate(spec, device, world_size)
-        how = f"{'probe' if measured else 'rate of the models probed'}: {rate / 1e9:,.1f} GFLOP/s"
+        rate, _ = probe_rate(spec, device, world_size)
     flops = flops_per_image(spec)  # counted by the probe already
     epoch_s = epoch_flops(flops, spec) / (rate * world_size)
-    return Work("epoch", (tuple(epoch_s for _ in range(spec.epochs)),), OVERHEAD_S, rate, how)
+    return Work("epoch", (tuple(epoch_s for _ in range(spec.epochs)),), OVERHEAD_S, rate)
 
 
 def _model_key(spec) -> tuple:
