@@ -104,7 +104,7 @@ def test_the_first_estimate_is_the_sum_of_the_kinds_work():
 def test_the_estimate_is_refined_after_the_first_epoch():
     p = plan()
     p.start(0, 0)
-    p.unit_done(1, 30.0)  # the first epoch of a took 30 s, 3x its estimate
+    assert p.unit_done(1, 30.0) == 3.0  # the first epoch of a took 30 s, 3x its estimate: said once
     # a: measured time per epoch x epochs remaining; b (rated, not yet run): corrected by 30/10;
     # c (from the spec): as it was
     assert p.experiment_remaining_s(0) == pytest.approx(2 * 30 + 2)
@@ -112,7 +112,7 @@ def test_the_estimate_is_refined_after_the_first_epoch():
     assert p.experiment_remaining_s(2) == pytest.approx(2)
     assert p.correction() == pytest.approx(3.0)
     assert p.done_s() == pytest.approx(30)
-    p.unit_done(2, 20.0)  # a's epochs so far average 25 s
+    assert p.unit_done(2, 20.0) is None  # a's epochs so far average 25 s
     assert p.experiment_remaining_s(0) == pytest.approx(25 + 2)
     assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * 2.5 + 2)
 
@@ -126,7 +126,7 @@ def test_a_finished_experiment_teaches_the_fixed_cost_and_b_corrects_the_rate_to
     assert p.experiment_remaining_s(0) == 0
     assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * 0.5 + 4.0)
     p.start(1, 0)
-    p.unit_done(1, 40.0)  # b is 2x slower than estimated: the correction is the geometric mean
+    assert p.unit_done(1, 40.0) == 2.0  # b is 2x slower than estimated: the correction is the geometric mean
     assert p.correction() == pytest.approx(math.sqrt(0.5 * 2.0))
     assert p.experiment_remaining_s(1) == pytest.approx(40 + 4.0)
 
@@ -226,6 +226,9 @@ def test_a_run_whose_output_is_not_a_terminal_prints_plain_progress_lines(tmp_pa
     # smoke's lenet: 512 images in batches of 64, two epochs; an interval of 0 prints at every update
     assert "progress: lenet epoch 1/2 batch 1/8 | elapsed " in "\n".join(lines)
     assert any(ln.startswith("progress: lenet epoch 2/2 batch 8/8 | elapsed ") for ln in lines), lines
+    (refined,) = [ln for ln in err if ln.startswith("  estimate: ")]  # once, after the first epoch
+    assert re.fullmatch(r"  estimate: ~\d+(\.\d)? (s|min|h) left \(lenet's first epoch took [\d.]+x its estimate\)",
+                        refined), refined
     assert all(re.search(r"\| elapsed \d+(\.\d)? (s|min|h), ~\d+(\.\d)? (s|min|h) left \(\d+% of the work done\)$", ln)
                for ln in lines), lines
     assert "\x1b[" not in proc.stderr  # no terminal control codes in a log

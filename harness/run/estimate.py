@@ -64,15 +64,26 @@ class Plan:
     def progress(self, fraction: float) -> None:
         self.fraction = min(max(fraction, 0.0), 1.0)
 
-    def unit_done(self, done: int, seconds: float) -> None:
-        """`done` units of the current task have finished, the last one in `seconds`."""
+    def unit_done(self, done: int, seconds: float) -> float | None:
+        """`done` units of the current task have finished, the last one in `seconds`. Returns
+        measured / estimated when this was the first unit measured of a rated experiment (the
+        moment the estimate learns the most), else None."""
         if self.current is None:
-            return
+            return None
         t = self._task(*self.current)
+        first = None
         if done > t.done:
+            e = self.experiments[self.current[0]]
+            if e.work.rate and not any(x.measured for x in e.tasks) and done - 1 < len(t.units) and t.units[done - 1]:
+                first = seconds / t.units[done - 1]
             t.measured[done - 1] = seconds
             t.done = done
         self.fraction, self.unit_start = 0.0, self.clock()
+        return first
+
+    def current_unit(self) -> str:
+        """What the current task's units are ("epoch", "row"); "" between tasks."""
+        return self.experiments[self.current[0]].work.unit if self.current else ""
 
     def task_done(self, wall_s: float) -> None:
         if self.current is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from harness.run.estimate import duration
+from harness.run.estimate import duration, headline, too_long
 
 INTERVAL_ENV = "HARNESS_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 30.0
@@ -25,6 +25,15 @@ def interval_s() -> float:
         return max(float(raw), 0.0) if raw else DEFAULT_INTERVAL_S
     except ValueError:
         return DEFAULT_INTERVAL_S
+
+
+def announce(console, plan, device: str) -> None:
+    """The estimate before the suite starts (`estimate: ~14 min on cpu (probe: 3.1 GFLOP/s)`), and
+    the warning when a CPU would take over an hour."""
+    console.print(headline(plan, device), highlight=False, markup=False)
+    warning = too_long(plan, device)
+    if warning:
+        console.print(f"[yellow]{warning}[/yellow]", highlight=False)
 
 
 class SuiteProgress:
@@ -72,7 +81,11 @@ class SuiteProgress:
         self._refresh()
 
     def unit_done(self, done: int, seconds: float) -> None:
-        self.plan.unit_done(done, seconds)
+        ratio = self.plan.unit_done(done, seconds)
+        if ratio is not None:  # once per training: what its first epoch taught the estimate
+            took = f"{ratio:.{1 if ratio < 10 else 0}f}x"
+            self.console.print(f"  estimate: ~{duration(self.plan.remaining_s())} left ({self.label}'s first "
+                               f"{self.plan.current_unit()} took {took} its estimate)", highlight=False, markup=False)
         self._refresh(force=True)
 
     def task_done(self, wall_s: float) -> None:

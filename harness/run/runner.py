@@ -177,20 +177,16 @@ def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
 def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, keep_checkpoints) -> None:
     from rich.console import Console
 
-    from harness.run.estimate import Plan, headline, too_long
-    from harness.run.progress import SuiteProgress
+    from harness.run.estimate import Plan
+    from harness.run.progress import SuiteProgress, announce
 
     plans = [(exp, KINDS.get(exp.spec.kind).tasks(exp, device)) for exp in suite.experiments]
     console = Console(stderr=True, soft_wrap=True, quiet=not run.writer)  # one line per row, also in CI logs
     plan = Plan.build(suite.experiments, device, probe=run.writer)  # the other processes show nothing
-    for i, (exp, tasks) in enumerate(plans):
-        for j, task in enumerate(tasks):
-            if rundir.task_key(exp.id, task.fields["variant"], task.fields["size"]) in run.done:
-                plan.skip(i, j)
-    console.print(headline(plan, device.type), highlight=False, markup=False)
-    warning = too_long(plan, device.type)
-    if warning:
-        console.print(f"[yellow]{warning}[/yellow]", highlight=False)
+    for i, j in ((i, j) for i, (exp, tasks) in enumerate(plans) for j, t in enumerate(tasks)
+                 if rundir.task_key(exp.id, t.fields["variant"], t.fields["size"]) in run.done):
+        plan.skip(i, j)  # finished before a resume
+    announce(console, plan, device.type)
     with SuiteProgress(console, plan, suite.name) as progress:
         for i, (exp, tasks) in enumerate(plans):
             settings = determinism.configure(exp.spec.determinism)
