@@ -105,16 +105,16 @@ def test_the_estimate_is_refined_after_the_first_epoch():
     p = plan()
     p.start(0, 0)
     assert p.unit_done(1, 30.0) == 3.0  # the first epoch of a took 30 s, 3x its estimate: said once
-    # a: measured time per epoch x epochs remaining; b (rated, not yet run): corrected by 30/10;
-    # c (from the spec): as it was
+    # a: measured time per epoch x epochs remaining; b (rated, not yet run): corrected by 30/10,
+    # shrunk toward the probe (geometric mean of 3 and 1); c (from the spec): as it was
     assert p.experiment_remaining_s(0) == pytest.approx(2 * 30 + 2)
-    assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * 3 + 2)
+    assert p.correction() == pytest.approx(math.sqrt(3.0))
+    assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * math.sqrt(3.0) + 2)
     assert p.experiment_remaining_s(2) == pytest.approx(2)
-    assert p.correction() == pytest.approx(3.0)
     assert p.done_s() == pytest.approx(30)
     assert p.unit_done(2, 20.0) is None  # a's epochs so far average 25 s
     assert p.experiment_remaining_s(0) == pytest.approx(25 + 2)
-    assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * 2.5 + 2)
+    assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * math.sqrt(2.5) + 2)
 
 
 def test_a_finished_experiment_teaches_the_fixed_cost_and_b_corrects_the_rate_too():
@@ -124,10 +124,10 @@ def test_a_finished_experiment_teaches_the_fixed_cost_and_b_corrects_the_rate_to
         p.unit_done(k + 1, 5.0)  # twice as fast as estimated
     p.task_done(15.0 + 4.0)  # 4 s outside the epochs (data, plots)
     assert p.experiment_remaining_s(0) == 0
-    assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * 0.5 + 4.0)
+    assert p.experiment_remaining_s(1) == pytest.approx(2 * 20 * math.sqrt(0.5) + 4.0)
     p.start(1, 0)
-    assert p.unit_done(1, 40.0) == 2.0  # b is 2x slower than estimated: the correction is the geometric mean
-    assert p.correction() == pytest.approx(math.sqrt(0.5 * 2.0))
+    assert p.unit_done(1, 40.0) == 2.0  # b is 2x slower than estimated
+    assert p.correction() == pytest.approx((0.5 * 2.0 * 1.0) ** (1 / 3))
     assert p.experiment_remaining_s(1) == pytest.approx(40 + 4.0)
 
 

@@ -9,7 +9,9 @@ Each experiment's Work lists the estimated seconds of its units (a training's ep
 rows) per task. Refinement: once a unit of an experiment has been measured, its units not yet
 run cost the mean of its measured units (measured time per epoch x epochs remaining), and every
 rated experiment not yet measured (a training: FLOPs / a probed rate) is scaled by the geometric
-mean of measured / estimated over the rated experiments measured so far. A task's fixed cost
+mean of measured / estimated over the rated experiments measured so far, with the probe itself
+counted as one more (a ratio of 1), so one model's probe that was far off cannot swing the rest
+by as much. A task's fixed cost
 (Work.overhead_s) becomes the mean measured one of its kind (wall time minus its units). Within a
 unit (the batches of an epoch), once a quarter of it is done, its rest is judged from its pace.
 """
@@ -128,9 +130,10 @@ class Plan:
         return self.experiments[i].work.seconds
 
     def correction(self) -> float:
-        """measured / estimated over the rated experiments measured so far (geometric mean; 1: none)."""
+        """measured / estimated over the rated experiments measured so far: their geometric mean with
+        the probe's own 1 (one model's probe can be far off; seen 29x for LeNet beside 0.5x for ResNet)."""
         ratios = [r for e in self.experiments if e.work.rate for r in [self._ratio(e)] if r is not None]
-        return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else 1.0
+        return math.exp(sum(map(math.log, ratios)) / (len(ratios) + 1))
 
     # --- inside
     def _task(self, exp: int, task: int) -> _Task:

@@ -83,7 +83,7 @@ class SuiteProgress:
     def unit_done(self, done: int, seconds: float) -> None:
         ratio = self.plan.unit_done(done, seconds)
         if ratio is not None:  # once per training: what its first epoch taught the estimate
-            took = f"{ratio:.{1 if ratio < 10 else 0}f}x"
+            took = f"{ratio:.{0 if ratio >= 10 else 1 if ratio >= 0.1 else 2}f}x"
             self.console.print(f"  estimate: ~{duration(self.plan.remaining_s())} left ({self.label}'s first "
                                f"{self.plan.current_unit()} took {took} its estimate)", highlight=False, markup=False)
         self._refresh(force=True)
