@@ -5,10 +5,13 @@ the suite runs and the printing are harness.run.estimate.
 An epoch costs FLOPs: the training step's FLOPs per image (forward + backward, counted on the
 meta device by mfu.train_flops_per_image; backward ~2x forward) x training images, plus a forward
 pass (a third of that) x validation images. Its seconds are those FLOPs over a rate measured on
-this device by `probe_rate`: a few training steps of the experiment's own model at its input size,
-on batches growing up to its batch size or until one step takes PROBE_STEP_S (random inputs; SGD
-on a throw-away model; the global RNG untouched). A smaller batch than the experiment's is less
-efficient: the estimate then errs long, until the first epoch corrects it. Inside the timed
+this device by `probe_rate`: a few training steps of the experiment's own model at its input
+size, on 2 images, then on its batch size or the part of it predicted to take PROBE_STEP_S
+(random inputs; SGD on a throw-away model; the global RNG untouched). A smaller batch than the
+experiment's is less efficient: the estimate then errs long, until the first epoch corrects it.
+The probe's tiny step size keeps clear of slow numbers the real one can reach: on a CPU, the
+book's sigmoid LeNet at lr 0.1 runs into denormal floats (seen 30-70x slower steps), which only
+the first epoch shows. Inside the timed
 window: the steps (forward, loss, backward, optimizer step), synchronised on CUDA; outside:
 building the model, a warm-up step. The probe is cached per process (model, arguments, input,
 batch, device, precision) and spends about PROBE_BUDGET_S per process in its steps at most: past
@@ -27,7 +30,7 @@ from harness.core.kinds import Work
 from harness.train.datasets import SHIPPED
 
 FULL_SIZE = (60_000, 10_000)  # Fashion-MNIST's training and test images
-PROBE_STEP_S = 0.25  # the probe's batch grows until one step takes this long
+PROBE_STEP_S = 0.4  # the probe's larger batch is one predicted to take this long a step
 PROBE_BUDGET_S = 3.0  # probing time per process, all models together
 OVERHEAD_S = 2.0  # per experiment: data, model, checkpoints, plots (corrected once one has run)
 FALLBACK_RATE = 1e9  # FLOP/s when a probe fails (the run then shows why)
@@ -132,16 +135,17 @@ def _probe(spec, device, batch: int) -> float:
             sync()
             return time.perf_counter() - t
 
-        # Growing batches (a CPU is several times less efficient on 2 images than on 64): the
-        # first step is warm-up; the batch grows until a step takes PROBE_STEP_S, the budget is
-        # spent or it is the experiment's. Each size is timed twice and the faster kept: a busy
+        # Two sizes: 2 images (after a warm-up step), then the largest batch up to the experiment's
+        # that one step of 2 predicts to take PROBE_STEP_S (a linear prediction: small batches are
+        # less efficient, so it errs short). Each size is timed twice and the faster kept: a busy
         # machine stalls single steps (seen: 1 s for LeNet's 2 ms).
         t0 = time.perf_counter()  # the budget counts the steps, not importing and building
         n = min(batch, 2)
         step(n)
         best = min(step(n), step(n))
-        while n < batch and best < PROBE_STEP_S and _SPENT[0] + time.perf_counter() - t0 < PROBE_BUDGET_S:
-            n = min(batch, n * (4 if best < PROBE_STEP_S / 8 else 2))
+        big = min(batch, int(n * PROBE_STEP_S / max(best, 1e-9)))
+        if big > n and _SPENT[0] + time.perf_counter() - t0 < PROBE_BUDGET_S:
+            n = big
             best = min(step(n), step(n))
         _SPENT[0] += time.perf_counter() - t0
     return flops_per_image(spec) * n / best
