@@ -9,9 +9,9 @@ this device by `probe_rate`: a few training steps of the experiment's own model 
 size, on 2 images, then on its batch size or the part of it predicted to take PROBE_STEP_S
 (random inputs; SGD on a throw-away model; the global RNG untouched). A smaller batch than the
 experiment's is less efficient: the estimate then errs long, until the first epoch corrects it.
-The probe's tiny step size keeps clear of slow numbers the real one can reach: on a CPU, the
-book's sigmoid LeNet at lr 0.1 runs into denormal floats (seen 30-70x slower steps), which only
-the first epoch shows. Inside the timed
+On a CPU shared with other jobs the training's own steps can be far slower than the probe's
+fastest (seen 4-40x on a 2-core machine with other jobs; within 20% on the same machine idle):
+the first epoch shows it. Inside the timed
 window: the steps (forward, loss, backward, optimizer step), synchronised on CUDA; outside:
 building the model, a warm-up step. The probe is cached per process (model, arguments, input,
 batch, device, precision) and spends about PROBE_BUDGET_S per process in its steps at most: past
