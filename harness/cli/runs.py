@@ -29,8 +29,11 @@ def add(sub) -> None:
     run.add_argument("--keep-checkpoints", action="store_true",
                      help="keep each finished training's last checkpoint (default: removed once the experiment is done)")
 
-    lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion")
+    lst = sub.add_parser("list", help="show what a suite would run, after matrix expansion, and how long it would take")
     lst.add_argument("suite", type=Path, help=SUITE_HELP)
+    lst.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="the device to estimate the duration on (a probe of a few seconds; default auto)")
+    lst.add_argument("--no-estimate", action="store_true", help="do not estimate the duration (no probe)")
     add_selection(lst, shard=True)
 
     summ = sub.add_parser("summary", help="a model's layers: output shapes, parameters, FLOPs")
@@ -177,6 +180,7 @@ def argv_is_cli() -> bool:
 
 
 def cmd_list(args) -> int:
+    from harness.run.estimate import duration, headline, too_long
     from harness.suite import load_suite
 
     from harness.core.kinds import KINDS
@@ -189,13 +193,31 @@ def cmd_list(args) -> int:
     experiments = shard.select(suite.experiments) if shard else suite.experiments
     if shard:
         print(f"shard {shard}: {len(experiments)} of the {len(suite.experiments)} experiments")
-    for exp in experiments:
+    plan, device = (None, None) if args.no_estimate else _estimate(experiments, args.device)
+    for i, exp in enumerate(experiments):
         spec = exp.spec
         n, what = KINDS.get(spec.kind).describe(spec)
         total += n
-        print(f"  {exp.id:<28} {spec.kind:<13} seed {spec.seed:<3} {what}  [{n} rows]")
+        took = f"  ~{duration(plan.experiment_s(i))}" if plan else ""
+        print(f"  {exp.id:<28} {spec.kind:<13} seed {spec.seed:<3} {what}  [{n} rows]{took}")
+    if plan is not None:
+        print(headline(plan, device))
+        warning = too_long(plan, device)
+        if warning:
+            print(warning, file=sys.stderr)
     print(f"{len(experiments)} experiments, {total} rows")
     return 0
+
+
+def _estimate(experiments, device: str):
+    """(the suite's Plan (harness.run.estimate), the device `run --device` would pick)."""
+    from harness.core.determinism import prepare_process
+    from harness.run import runner
+    from harness.run.estimate import Plan
+
+    prepare_process()  # before CUDA starts, as in run
+    device = runner.resolve_device(device)
+    return Plan.build(experiments, device), device
 
 
 def cmd_summary(args) -> int:

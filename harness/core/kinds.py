@@ -8,6 +8,8 @@ A kind (kernel, learn_kernel, train) is registered by its own package, in that p
     tasks     how an experiment becomes Tasks (each one results row and one MLflow child run)
     finalize  cross-row columns once every task of an experiment has run (speedups)
     describe  for `harness list`: (results rows it will make, one line saying what it does)
+    estimate  before it runs: its Work (units of work and their estimated seconds on a device),
+              for `list`, `run`'s estimate and the progress bars (harness.run.estimate)
 
 Suite loading (harness.suite) imports every `harness.<package>.kind` module it finds and looks a
 kind up by name; the runner (harness.run) asks the kind for its tasks and finaliser. Adding a
@@ -43,6 +45,7 @@ class TaskContext(Protocol):
 
     def log(self, metrics: dict[str, float], step: int) -> None: ...
     def progress(self, description: str, completed: float, total: float) -> None: ...
+    def unit_done(self, done: int, seconds: float) -> None: ...  # `done` units of the task's Work finished
     def artifact(self, path) -> None: ...
     def dataset(self, name: str, digest: str, source: str, context: str) -> None: ...
 
@@ -60,6 +63,24 @@ class Task:
     run: Callable[[TaskContext], dict]
 
 
+@dataclass(frozen=True)
+class Work:
+    """What an experiment will cost before it runs: per task (in the order of `tasks`), the
+    estimated seconds of each of its units of work (a training's epochs, a kernel row), plus a
+    fixed cost per task (building, data, plots). `rate`: the FLOP/s the unit seconds were derived
+    from, None when they come from the spec alone; the runner corrects rated work by what it measures
+    (harness.run.estimate)."""
+
+    unit: str  # "epoch", "row"
+    tasks: tuple[tuple[float, ...], ...]
+    overhead_s: float = 0.0
+    rate: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return sum(map(sum, self.tasks)) + self.overhead_s * len(self.tasks)
+
+
 def _no_problems(spec, where: str) -> Problems:
     return []
 
@@ -72,6 +93,10 @@ def _one_row(spec) -> tuple[int, str]:
     return 1, ""
 
 
+def _unknown_cost(spec, device) -> Work:
+    return Work("task", ((0.0,),))  # no estimate for this kind
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -80,6 +105,7 @@ class Kind:
     check: Callable[[SpecBase, str], Problems] = _no_problems
     finalize: Callable[[Any, list[dict]], None] = _nothing_to_finalize
     describe: Callable[[SpecBase], tuple[int, str]] = _one_row
+    estimate: Callable[[SpecBase, Any], Work] = _unknown_cost  # (spec, torch.device) -> Work
 
 
 KINDS: Registry[Kind] = Registry("experiment kind")

@@ -14,6 +14,7 @@ from harness.core.kinds import Kind, SpecBase, pydantic_problems, register_kind
 from harness.core.registry import unknown_name_message
 from harness.kernels import KERNELS
 from harness.kernels.bench import add_speedups, kernel_tasks, learn_tasks
+from harness.kernels.estimate import estimate_kernel, estimate_learn
 
 MAX_SIZE_POINTS = 10_000  # one experiment's sizes grid; each point is a row per variant, timed for seconds
 
@@ -135,5 +136,7 @@ def describe_learn(spec: LearnKernelSpec) -> tuple[int, str]:
     return 1, f"lr {spec.lr}, {spec.iterations} iterations"
 
 
-KERNEL = register_kind(Kind("kernel", KernelSpec, kernel_tasks, check_kernel, finalize_kernel, describe_kernel))
-LEARN_KERNEL = register_kind(Kind("learn_kernel", LearnKernelSpec, learn_tasks, describe=describe_learn))
+KERNEL = register_kind(Kind("kernel", KernelSpec, kernel_tasks, check_kernel, finalize_kernel, describe_kernel,
+                           estimate_kernel))
+LEARN_KERNEL = register_kind(Kind("learn_kernel", LearnKernelSpec, learn_tasks, describe=describe_learn,
+                                 estimate=estimate_learn))

@@ -74,7 +74,10 @@ class _Context:
 
     def progress(self, description: str, completed: float, total: float) -> None:
         interrupt.check()
-        self.progress_bar(description, completed, total)
+        self.progress_bar.update(description, completed, total)
+
+    def unit_done(self, done: int, seconds: float) -> None:
+        self.progress_bar.unit_done(done, seconds)
 
     def note(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)
@@ -183,36 +186,36 @@ def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
 
 def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, keep_checkpoints) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.run.estimate import Plan
+    from harness.run.progress import SuiteProgress, announce
 
     plans = [(exp, KINDS.get(exp.spec.kind).tasks(exp, device)) for exp in suite.experiments]
     console = Console(stderr=True, soft_wrap=True, quiet=not run.writer)  # one line per row, also in CI logs
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task(suite.name, total=sum(len(tasks) for _, tasks in plans))
-        inner = progress.add_task("", total=1, visible=False)
-
-        def progress_bar(description, completed, total):
-            progress.update(inner, description=f"  {description}", completed=completed, total=total, visible=True)
-
-        for exp, tasks in plans:
+    plan = Plan.build(suite.experiments, device, probe=run.writer)  # the other processes show nothing
+    for i, j in ((i, j) for i, (exp, tasks) in enumerate(plans) for j, t in enumerate(tasks)
+                 if rundir.task_key(exp.id, t.fields["variant"], t.fields["size"]) in run.done):
+        plan.skip(i, j)  # finished before a resume
+    announce(console, plan, device.type)
+    with SuiteProgress(console, plan, suite.name) as progress:
+        for i, (exp, tasks) in enumerate(plans):
             settings = determinism.configure(exp.spec.determinism)
             exp_rows, new_rows, children = [], [], []  # all of the experiment's rows; those run now
-            for task in tasks:
+            for j, task in enumerate(tasks):
                 key = rundir.task_key(exp.id, task.fields["variant"], task.fields["size"])
-                progress.update(bar, description=f"{exp.id} {task.fields['variant']} {task.fields['size']}")
                 if key in run.done:  # finished before the interruption: keep its row, run nothing
                     rows.append(run.done[key])
                     exp_rows.append(run.done[key])
-                    progress.advance(bar)
                     continue
+                label = exp.id if len(tasks) == 1 else f"{exp.id} {task.fields['variant']} {task.fields['size']}"
+                progress.start(i, j, label)
+                t0 = time.perf_counter()
                 child = _child_run(tracker, run, key, exp, task, settings)
                 ctx = _Context(tracker, child, steps, {"experiment": exp.id, "variant": task.fields["variant"],
                                                        "size": task.fields["size"], "seed": exp.spec.seed},
-                               progress_bar, console, run.path, run.checkpoint_dir(exp.id),
+                               progress, console, run.path, run.checkpoint_dir(exp.id),
                                _checkpoint(run, exp), *data, run.writer)
                 row = _run_task(exp, task, base, ctx)
-                progress.update(inner, visible=False)
                 rows.append(row)  # at once: an interrupted run still writes what finished
                 exp_rows.append(row)
                 new_rows.append(row)
@@ -220,7 +223,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
                 tracker.log_metrics(child, logged)  # and its MLflow run ends with it, not with the experiment
                 tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")
                 children.append((child, logged))
-                progress.advance(bar)
+                progress.task_done(time.perf_counter() - t0)
                 console.print(_line(row), highlight=False)
                 interrupt.check()  # a signal whose exception Python swallowed (in a __del__) stops here
                 if fail_fast and row["status"] in BAD:

@@ -11,6 +11,7 @@ from pydantic import Field
 from harness.core.kinds import Kind, SpecBase, register_kind
 from harness.core.registry import unknown_name_message
 from harness.train.datasets import SHIPPED
+from harness.train.estimate import estimate_train
 
 
 class TrainSpec(SpecBase):
@@ -155,4 +156,5 @@ def describe_train(spec: TrainSpec) -> tuple[int, str]:
                f"batch {spec.batch_size}, lr {spec.lr}, {spec.precision}, {spec.dataset}{limit}")
 
 
-TRAIN = register_kind(Kind("train", TrainSpec, _train_tasks, check_train, describe=describe_train))
+TRAIN = register_kind(Kind("train", TrainSpec, _train_tasks, check_train, describe=describe_train,
+                          estimate=estimate_train))

@@ -112,6 +112,7 @@ def train(exp, device, ctx) -> dict:
                 checkpoint.save(ctx.checkpoint_dir, model=ddp.unwrap(model), optimizer=optimizer,
                                 epoch=epoch + 1, history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed)
             ctx.log(metrics, epoch + 1)
+            ctx.unit_done(epoch + 1, metrics["epoch_time_s"])  # the suite's estimate learns from it
             ctx.note(f"  {exp.id} epoch {epoch + 1}/{spec.epochs}: train_loss {metrics['train_loss']:.4f} "
                      f"train_acc {metrics['train_acc']:.4f} val_loss {metrics['val_loss']:.4f} "
                      f"val_acc {metrics['val_acc']:.4f} {metrics['images_per_s']:,.0f} img/s "
