@@ -22,8 +22,11 @@ _KEYS = ("model", "optimizer", "epoch", "history", "spec_hash", "elapsed_s", "rn
 
 
 def save(directory: Path, *, model, optimizer, epoch: int, history: list[dict], spec_hash: str,
-         elapsed_s: float) -> Path:
+         elapsed_s: float, batches: list[tuple[int, float, float]] = ()) -> Path:
+    """`batches`: the sampled per-batch losses so far, (global batch, fractional epoch, loss), so that
+    a resumed run's steps and plots hold them too (optional: older checkpoints have none)."""
     state = {
+        "batches": [list(b) for b in batches],
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,  # epochs completed

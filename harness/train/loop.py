@@ -88,12 +88,15 @@ def train(exp, device, ctx) -> dict:
     flops = mfu.train_flops_per_image(model, spec.input_size)
     model = ddp.wrap(model, spec, world)  # under torchrun: DistributedDataParallel (harness.train.ddp)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
-    history, start, elapsed, batches = [], 0, 0.0, []  # batches: the sampled per-batch loss of this invocation
+    history, start, elapsed, batches = [], 0, 0.0, []  # batches: the sampled per-batch loss (at, epoch, loss)
     if ctx.resume is not None:  # every process loads the same checkpoint
         checkpoint.restore(ctx.resume, model=ddp.unwrap(model), optimizer=optimizer)
         history, start, elapsed = list(ctx.resume["history"]), ctx.resume["epoch"], ctx.resume["elapsed_s"]
+        batches = [tuple(b) for b in ctx.resume.get("batches", [])]
         for i, metrics in enumerate(history):  # into steps.csv; MLflow has them from the first run
             ctx.log(metrics, i + 1, tracked=False)
+        for at, _, loss in batches:
+            ctx.log({plots.BATCH_METRIC: loss}, int(at), tracked=False)
         ctx.note(f"{exp.id}: resumed after epoch {start} from {ctx.checkpoint_dir}")
     step = _compiled_step(model, optimizer, spec, world.size)
     out = {"params": sum(p.numel() for p in model.parameters()), "dataset_digest": data.digest, "flops": flops}
@@ -110,7 +113,8 @@ def train(exp, device, ctx) -> dict:
             diverged = not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss"))
             if not diverged and world.writer:  # saved before the epoch is announced: what is printed is resumable
                 checkpoint.save(ctx.checkpoint_dir, model=ddp.unwrap(model), optimizer=optimizer,
-                                epoch=epoch + 1, history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed)
+                                epoch=epoch + 1, history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed,
+                                batches=batches)
             ctx.log(metrics, epoch + 1)
             ctx.unit_done(epoch + 1, metrics["epoch_time_s"])  # the suite's estimate learns from it
             ctx.note(f"  {exp.id} epoch {epoch + 1}/{spec.epochs}: train_loss {metrics['train_loss']:.4f} "
@@ -123,7 +127,8 @@ def train(exp, device, ctx) -> dict:
     if history and world.writer:
         setting = plots.settings(spec.model, spec.lr, spec.batch_size, spec.epochs, len(data.train), spec.determinism,
                                  f"{device.type} ({envinfo.device_name(str(device))})")
-        ctx.artifact(plots.training_curves(plots.Curves(history, batches), ctx.run_dir / "plots" / f"{exp.id}.png",
+        curves = plots.Curves(history, [(e, loss) for _, e, loss in batches])
+        ctx.artifact(plots.training_curves(curves, ctx.run_dir / "plots" / f"{exp.id}.png",
                                            title=plots.experiment_title(exp.id, setting, ctx.run_dir.name)))
     out |= _summary(history, spec, elapsed, ddp.unwrap(model))
     gpu = envinfo.device_name(str(device)) if device.type == "cuda" else None  # no CPU peaks: no CPU MFU
@@ -183,9 +188,9 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
     return out | ({"compile_s": compile_s} if compiling else {})
 
 
-def _batch_losses(marks, n_batches: int, ctx) -> list[tuple[float, float]]:
+def _batch_losses(marks, n_batches: int, ctx) -> list[tuple[int, float, float]]:
     """The training loss per batch as ProgressBoard draws it: the mean over each window of batches
-    (under torchrun: of this process's part), as (fractional epoch, loss) at the window's last batch;
+    (under torchrun: of this process's part), as (global batch, fractional epoch, loss) at the window's last batch;
     logged by the writer as `train_loss_batch`, its step the global batch number."""
     sums = torch.stack([m[1] for m in marks]).tolist() if marks else []  # the epoch has synced already
     points, before, seen_before = [], 0.0, 0
@@ -195,7 +200,7 @@ def _batch_losses(marks, n_batches: int, ctx) -> list[tuple[float, float]]:
     if ctx is not None:
         for at, loss in points:
             ctx.log({plots.BATCH_METRIC: loss}, at)
-    return [(at / n_batches, loss) for at, loss in points]
+    return [(at, at / n_batches, loss) for at, loss in points]
 
 
 @torch.no_grad()
