@@ -99,14 +99,15 @@ def test_an_artifact_path_out_of_the_run_directory_is_refused(copy, tmp_path, ml
 
 
 def test_a_folder_linked_out_of_the_run_directory_is_refused(copy, tmp_path, mlflow_uri):
-    (copy / "plots").symlink_to("/etc", target_is_directory=True)
-    line = tamper(copy, "artifacts", lambda r: r["paths"].append("plots/passwd"), last=True)
-    refused(copy, tmp_path, mlflow_uri, f"{journal.FILE}:{line}: artifact 'plots/passwd' resolves to /etc/passwd, "
+    # a folder of its own name (the run already has a plots/ folder)
+    (copy / "linked").symlink_to("/etc", target_is_directory=True)
+    line = tamper(copy, "artifacts", lambda r: r["paths"].append("linked/passwd"), last=True)
+    refused(copy, tmp_path, mlflow_uri, f"{journal.FILE}:{line}: artifact 'linked/passwd' resolves to /etc/passwd, "
             f"not inside the run directory {copy.resolve()}")
-    line = tamper(copy, "artifacts", lambda r: r["paths"].__setitem__(-1, "plots"), last=True)
-    refused(copy, tmp_path, mlflow_uri, f"{journal.FILE}:{line}: artifact 'plots' resolves to /etc, not inside")
-    tamper(copy, "artifacts", lambda r: r["paths"].__setitem__(-1, "plots/no-such-file"), last=True)
-    refused(copy, tmp_path, mlflow_uri, f"{journal.FILE}:{line}: artifact 'plots/no-such-file' resolves to "
+    line = tamper(copy, "artifacts", lambda r: r["paths"].__setitem__(-1, "linked"), last=True)
+    refused(copy, tmp_path, mlflow_uri, f"{journal.FILE}:{line}: artifact 'linked' resolves to /etc, not inside")
+    tamper(copy, "artifacts", lambda r: r["paths"].__setitem__(-1, "linked/no-such-file"), last=True)
+    refused(copy, tmp_path, mlflow_uri, f"{journal.FILE}:{line}: artifact 'linked/no-such-file' resolves to "
             f"/etc/no-such-file, not inside")
 
 
