@@ -5,7 +5,7 @@ epochs of trainings, timing rows of kernels; not experiments) with the time left
 task's batches. Elsewhere (nohup, CI, Slurm logs: stderr is not a terminal): one plain line at most
 every HARNESS_PROGRESS_INTERVAL seconds (default 30) with the task, its epoch and batches, the
 elapsed time and the time left. A quiet console (another data-parallel process than rank 0) shows
-nothing.
+nothing. And the line printed for each finished row (`row_line`).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import os
 import time
 
 from harness.run.estimate import duration, headline, too_long
+from harness.run.formats import fmt_time
 
 INTERVAL_ENV = "HARNESS_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 30.0
@@ -121,3 +122,21 @@ class SuiteProgress:
         share = done / (done + left) if done + left else 0.0
         return (f"progress: {where} | elapsed {duration(now - self.t0)}, ~{duration(left)} left "
                 f"({share:.0%} of the work done)")
+
+
+def row_line(row: dict) -> str:
+    """The console line of a finished row: its status, what ran, and its main number (or why not)."""
+    from rich.markup import escape  # ids like lenet[seed=1] are not markup
+
+    head = escape(f"{row['experiment']:<22} {row['variant']:<11} {row['size']:<30}")
+    if row["status"] == "ok" and row.get("time_median_s") is not None:
+        noisy = (f"  [yellow]noisy[/yellow] (IQR {row['time_iqr_s'] / row['time_median_s']:.0%} of the median)"
+                 if row.get("noisy") else "")
+        return f"[green]ok[/green]     {head} {fmt_time(row['time_median_s'])}{noisy}"
+    if row["status"] == "ok" and row.get("val_acc") is not None:
+        return (f"[green]ok[/green]     {head} val_acc {row['val_acc']:.4f}  "
+                f"{row['images_per_s']:,.0f} img/s  {row['wall_s']:.1f} s")
+    if row["status"] == "ok":
+        return f"[green]ok[/green]     {head}"
+    colour = "yellow" if row["status"] == "capped" else "red"
+    return f"[{colour}]{row['status']:<6}[/{colour}] {head} {escape(str(row.get('error') or ''))}"

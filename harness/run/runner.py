@@ -188,7 +188,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
     from rich.console import Console
 
     from harness.run.estimate import Plan
-    from harness.run.progress import SuiteProgress, announce
+    from harness.run.progress import SuiteProgress, announce, row_line
 
     plans = [(exp, KINDS.get(exp.spec.kind).tasks(exp, device)) for exp in suite.experiments]
     console = Console(stderr=True, soft_wrap=True, quiet=not run.writer)  # one line per row, also in CI logs
@@ -224,7 +224,7 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
                 tracker.end(child, "FAILED" if row["status"] in BAD else "FINISHED")
                 children.append((child, logged))
                 progress.task_done(time.perf_counter() - t0)
-                console.print(_line(row), highlight=False)
+                console.print(row_line(row), highlight=False)
                 interrupt.check()  # a signal whose exception Python swallowed (in a __del__) stops here
                 if fail_fast and row["status"] in BAD:
                     break
@@ -346,23 +346,6 @@ def _write(run, rows, steps, env) -> None:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _line(row: dict) -> str:
-    from rich.markup import escape  # ids like lenet[seed=1] are not markup
-
-    head = escape(f"{row['experiment']:<22} {row['variant']:<11} {row['size']:<30}")
-    if row["status"] == "ok" and row.get("time_median_s") is not None:
-        noisy = (f"  [yellow]noisy[/yellow] (IQR {row['time_iqr_s'] / row['time_median_s']:.0%} of the median)"
-                 if row.get("noisy") else "")
-        return f"[green]ok[/green]     {head} {report.fmt_time(row['time_median_s'])}{noisy}"
-    if row["status"] == "ok" and row.get("val_acc") is not None:
-        return (f"[green]ok[/green]     {head} val_acc {row['val_acc']:.4f}  "
-                f"{row['images_per_s']:,.0f} img/s  {row['wall_s']:.1f} s")
-    if row["status"] == "ok":
-        return f"[green]ok[/green]     {head}"
-    colour = "yellow" if row["status"] == "capped" else "red"
-    return f"[{colour}]{row['status']:<6}[/{colour}] {head} {escape(str(row.get('error') or ''))}"
 
 
 def _env_tags(env: dict) -> dict:

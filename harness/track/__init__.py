@@ -1,5 +1,7 @@
-"""Tracking in MLflow: live (harness.track.tracking, the only module that imports mlflow) and
-replaying a run directory's journal into a store afterwards (harness.track.sync).
+"""Tracking in MLflow: live (harness.track.tracking) and replaying a run directory's journal into a
+store afterwards (harness.track.sync); the suite's experiment (experiments), a recorded run looked
+up (recorded), the results table rebuilt from a store (mlflow_results). The only package that
+imports mlflow.
 
 Owns: the MLflow layout (one experiment per suite, a parent run per invocation, a child per task),
 and `sync`. May import harness.core and harness.run (the journal, run directories, results);

@@ -125,7 +125,7 @@ def load_runs(paths: list[Path], suite: str | None = None, since: str | None = N
 
 def load_mlflow(tracking_uri: str, suite: str | None = None, since: str | None = None):
     """The same frame rebuilt from the runs `run` logged to an MLflow store or server."""
-    from harness.track.tracking import search_results
+    from harness.track.mlflow_results import search_results
 
     when = parse_since(since)
     return select(search_results(tracking_uri, suite), suite, when, where=tracking_uri)
