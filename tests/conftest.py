@@ -30,8 +30,12 @@ def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mlflow_uri(tmp_path: Path, _migrated_store: Path) -> str:
     """A private, already migrated SQLite tracking URI for one test."""
-    path = tmp_path / "mlflow.db"
-    shutil.copyfile(_migrated_store, path)
+    return store_copy(_migrated_store, tmp_path / "mlflow.db")
+
+
+def store_copy(migrated: Path, path: Path) -> str:
+    """The tracking URI of a copy of the migrated store at `path` (seconds saved per store)."""
+    shutil.copyfile(migrated, path)
     return f"sqlite:///{path}"
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO, run_cli, write_suite
+from conftest import REPO, run_cli, write_suite, store_copy
 
 from harness.run import results
 
@@ -59,8 +58,7 @@ def runs(tmp_path_factory, _migrated_store):
     in a plain run; each in a directory of its own (also its working directory)."""
     tmp = tmp_path_factory.mktemp("ddp")
     suite = write_suite(tmp / "ddp.yaml", SUITE)
-    shutil.copyfile(_migrated_store, tmp / "mlflow.db")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = store_copy(_migrated_store, tmp / "mlflow.db")
     out = {"uri": uri}
     for name, launch, extra in (("w2_tracked", torchrun, ["--tracking-uri", uri]),
                                 ("w2", torchrun, ["--no-tracking"]),

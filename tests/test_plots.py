@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-from conftest import run_cli, write_suite
+from conftest import run_cli, write_suite, store_copy
 
 from harness.core.palette import PALETTE, colour_map
 from harness.run import plots, results
@@ -121,11 +121,8 @@ experiments:
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory, _migrated_store):
     """One real run of two small trainings, tracked into a real MLflow SQLite store."""
-    import shutil
-
     tmp = tmp_path_factory.mktemp("two")
-    shutil.copyfile(_migrated_store, tmp / "mlflow.db")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = store_copy(_migrated_store, tmp / "mlflow.db")
     write_suite(tmp / "two.yaml", TWO_MODELS)
     proc = run_cli("run", tmp / "two.yaml", "--device", "cpu", "--out", tmp / "results", "--tracking-uri", uri)
     assert proc.returncode == 0, proc.stderr

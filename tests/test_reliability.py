@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli, write_suite
+from conftest import REPO, run_cli, write_suite, store_copy
 
 from harness.run import results
 
@@ -257,14 +257,12 @@ def test_input_errors_exit_2_and_create_nothing(tmp_path, mlflow_uri):
 
 
 def test_resume_against_another_store_is_refused(tmp_path, mlflow_uri, _migrated_store):
-    import shutil
 
     suite = write_suite(tmp_path / "q.yaml", QUICK)
     first = run_cli("run", suite, "--out", tmp_path / "r", "--tracking-uri", mlflow_uri, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (run_dir,) = (tmp_path / "r" / "q").iterdir()
-    shutil.copyfile(_migrated_store, tmp_path / "other.db")
-    other = f"sqlite:///{tmp_path / 'other.db'}"
+    other = store_copy(_migrated_store, tmp_path / "other.db")
     proc = _input_error(tmp_path, suite, "--resume", run_dir, "--tracking-uri", other, out=tmp_path / "r",
                         expect=f"--resume {run_dir}: its MLflow run")
     assert "it was tracked in another store (" + mlflow_uri in proc.stderr

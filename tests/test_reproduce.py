@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, run_cli, write_suite
+from conftest import REPO, run_cli, write_suite, store_copy
 
 from harness.suite import load_suite
 from harness.views import verdict
@@ -21,8 +21,7 @@ from harness.views import verdict
 def recorded(tmp_path_factory, _migrated_store):
     """(run directory, tracking URI, MLflow parent run id) of `run suites/smoke.yaml -k lenet`."""
     root = tmp_path_factory.mktemp("reproduce")
-    shutil.copyfile(_migrated_store, root / "mlflow.db")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = store_copy(_migrated_store, root / "mlflow.db")
     proc = run_cli("run", REPO / "suites/smoke.yaml", "-k", "lenet", "--out", root / "results", "--tracking-uri", uri)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (root / "results" / "smoke").iterdir()

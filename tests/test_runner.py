@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_cli, write_suite
+from conftest import REPO, run_cli, write_suite, store_copy
 
 from harness.run import results
 
@@ -38,11 +38,8 @@ experiments:
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory, _migrated_store):
     """One real `python -m harness run` of the E2E suite, shared by the tests below."""
-    import shutil
-
     tmp = tmp_path_factory.mktemp("e2e")
-    shutil.copyfile(_migrated_store, tmp / "mlflow.db")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = store_copy(_migrated_store, tmp / "mlflow.db")
     write_suite(tmp / "e2e.yaml", E2E)
     proc = run_cli("run", "e2e.yaml", "--device", "cpu", "--out", tmp / "results", "--tracking-uri", uri, cwd=tmp)
     run_dirs = list((tmp / "results" / "e2e").iterdir())

@@ -4,13 +4,12 @@ divergence, missing data, the sample's limits, and what MLflow holds."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_cli, write_suite
+from conftest import REPO, run_cli, write_suite, store_copy
 
 from harness.run import results
 
@@ -20,8 +19,7 @@ def smoke_runs(tmp_path_factory, _migrated_store):
     """suites/smoke.yaml twice with seed 0 (tracked), and its LeNet with seed 1. It trains on the
     sample shipped in the package: no data directory is needed (one run points --data-dir nowhere)."""
     tmp = tmp_path_factory.mktemp("smoke")
-    shutil.copyfile(_migrated_store, tmp / "mlflow.db")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = store_copy(_migrated_store, tmp / "mlflow.db")
     runs = {}
     for name, extra in (("a", []), ("b", ["--data-dir", tmp / "nowhere"]), ("seed1", ["--seed", "1", "-k", "lenet"])):
         proc = run_cli("run", REPO / "suites" / "smoke.yaml", "--out", tmp / name,
