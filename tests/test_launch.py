@@ -14,6 +14,8 @@ from pathlib import Path
 
 from conftest import REPO, run_cli, write_suite
 
+from harness.core import envinfo
+
 LENET = """
     suite: tinylaunch
     defaults: {batch_size: 64, epochs: 1, seed: 0, dataset: fashion_mnist_sample, train_limit: 256,
@@ -39,7 +41,7 @@ def test_two_local_shards_equal_a_sequential_run_and_are_synced_once(tmp_path, m
     from harness.run import results
 
     # the same threads as the shards get (the local launcher shares the CPUs), so the numbers match bit for bit
-    monkeypatch.setenv("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
+    monkeypatch.setenv("OMP_NUM_THREADS", str(max(1, envinfo.usable_cpus() // 2)))
     suite = write_suite(tmp_path / "s.yaml", LENET)
     seq = run_cli("run", suite, "--no-tracking", "--device", "cpu", "--out", tmp_path / "seq")
     assert seq.returncode == 0, seq.stderr

@@ -59,6 +59,26 @@ def check_contract(launcher, tmp: Path) -> list[str]:
     return handles
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs an affinity mask of at least 2 CPUs to take one away")
+def test_local_launcher_shares_the_cpus_this_process_may_use_not_the_machines(tmp_path):
+    # pinned to one CPU (as taskset or a batch job's binding would), a 1-shard job gets 1 thread, not one per CPU
+    code = ("import os, sys, time\n"
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from harness.scale.launchers import ShardJob, get_launcher\n"
+            "from pathlib import Path\n"
+            "tmp = Path(sys.argv[1])\n"
+            "job = ShardJob(index=0, count=1, argv=['sh', '-c', 'echo $OMP_NUM_THREADS'], cwd=tmp, log=tmp / 'shard.log')\n"
+            "launcher = get_launcher('local')\n"
+            "h = launcher.submit(job)\n"
+            "while launcher.state(h) == 'running': time.sleep(0.05)\n"
+            "print(launcher.state(h))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "done", p.stderr
+    assert (tmp_path / "shard.log").read_text().split() == ["1"]
+
+
 def test_submitit_local_executor_runs_fails_and_cancels_shards(tmp_path):
     launcher = get_launcher("slurm", executor="local")
     handles = check_contract(launcher, tmp_path)

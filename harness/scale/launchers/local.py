@@ -8,7 +8,8 @@ then reads the shard's run directory).
 
 The CPUs are shared: unless OMP_NUM_THREADS is set already, each of the job's `count` shards gets
 OMP_NUM_THREADS = max(1, CPUs // count), so that N shards do not each start one thread per CPU
-(the `threads` results column records what torch used). The launcher's options (GPUs, partition,
+(the `threads` results column records what torch used). CPUs are those this process may run on
+(its affinity mask: taskset, a cpuset or a batch job's binding), not the whole machine's. The launcher's options (GPUs, partition,
 time limit) mean nothing here and are ignored.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from harness.core import envinfo
 from harness.scale.launchers.base import Launcher, ShardJob
 
 
@@ -30,7 +32,7 @@ class LocalLauncher(Launcher):
 
     def submit(self, job: ShardJob) -> str:
         env = os.environ | job.env
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // job.count)))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, envinfo.usable_cpus() // job.count)))
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log, "ab") as log:
             proc = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
