@@ -150,7 +150,7 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
     compile_s, compile_n, shapes = 0.0, 0, set()
     graphs = spec.compile == "reduce-overhead"
     every = math.ceil(n_batches / plots.BATCH_POINTS_PER_EPOCH)  # batches per point of the per-batch loss
-    seen, marks = 0, []  # this process's images so far; (global batch, loss_sum then, seen then) at each window's end
+    marks = []  # (global batch, this process's loss_sum then, all processes' images then) at each window's end
     sync()
     t0 = time.perf_counter()
     batches = train_batches(data.train, spec.batch_size, seed=spec.seed, epoch=epoch, part=(world.rank, world.size))
@@ -169,9 +169,8 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
             shapes.add(len(y))
         loss_sum += loss.detach() * len(y) if world.size == 1 else loss.detach() * (whole / world.size)
         correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
         if (i + 1) % every == 0 or i + 1 == n_batches:  # a window of batches ends: a copy on the device, no sync
-            marks.append((epoch * n_batches + i + 1, loss_sum.clone(), seen))
+            marks.append((epoch * n_batches + i + 1, loss_sum.clone(), min((i + 1) * spec.batch_size, n)))
         ctx.progress(f"epoch {epoch + 1}/{spec.epochs}", i + 1, n_batches)
     sync()
     train_s = time.perf_counter() - t0
@@ -189,10 +188,15 @@ def _epoch(model, step, data, spec, epoch, device, ctx, compiling: bool = False)
 
 
 def _batch_losses(marks, n_batches: int, ctx) -> list[tuple[int, float, float]]:
-    """The training loss per batch as ProgressBoard draws it: the mean over each window of batches
-    (under torchrun: of this process's part), as (global batch, fractional epoch, loss) at the window's last batch;
-    logged by the writer as `train_loss_batch`, its step the global batch number."""
-    sums = torch.stack([m[1] for m in marks]).tolist() if marks else []  # the epoch has synced already
+    """The training loss per batch as ProgressBoard draws it: the mean over each window of the global
+    batches (under torchrun the processes' sums are all-reduced, once per epoch: the same points as
+    one process's), as (global batch, fractional epoch, loss) at the window's last batch; logged by
+    the writer as `train_loss_batch`, its step the global batch number."""
+    sums = []
+    if marks:  # the epoch has synced already
+        stacked = torch.stack([m[1] for m in marks])
+        ddp.all_sum(stacked)
+        sums = stacked.tolist()
     points, before, seen_before = [], 0.0, 0
     for (at, _, seen), total in zip(marks, sums):
         points.append((at, (total - before) / max(seen - seen_before, 1)))
