@@ -1,6 +1,7 @@
 """A team's tracking server: `mlflow server` on a real PostgreSQL (tests/servers.py), many `run`s logging
 into it at once, an offline run synced into it, artifacts stored by the server and read back through it;
-a direct PostgreSQL URI; and SQLite refused as the store of many processes at once (exit 2)."""
+a direct PostgreSQL URI, also a fresh database that several `run`s create at once (serialised by an
+advisory lock); and SQLite refused as the store of many processes at once (exit 2)."""
 from __future__ import annotations
 
 import filecmp
@@ -140,6 +141,55 @@ def test_a_direct_postgres_uri_tracks_with_artifacts_under_the_results_root(mlfl
     with caplog.at_level(logging.WARNING, logger="harness.track.tracking"):
         assert MlflowTracker(mlflow_server.uri, tmp_path / "elsewhere")._experiment_id("direct") == exp.experiment_id
     assert f"keeps its artifacts at {exp.artifact_location}, a folder on one machine" in caplog.text
+
+
+def test_shards_opening_a_fresh_postgres_database_at_once_create_it_once_and_all_track(postgres, tmp_path):  # noqa: F811
+    """MLflow creates and migrates an empty database without a lock: before track/store.py took one, all
+    but one of four processes exited 2 ("duplicate key value violates unique constraint
+    pg_type_typname_nsp_index") in every one of 6 tries."""
+    from mlflow.tracking import MlflowClient
+
+    n = 4
+    postgres.tool("createdb", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres", "fresh")
+    uri = postgres.uri("fresh")
+    write_suite(tmp_path / "k.yaml", "suite: fresh\ndefaults: {min_run_time_s: 0.01}\nexperiments:\n" + "".join(
+        f"  - {{name: k{i}, kind: kernel, kernel: corr2d, variants: [vectorized], "
+        f"sizes: {{input: [[8, 8]], kernel: [[2, 2]]}}}}\n" for i in range(n)))
+    machines = [tmp_path / f"machine{i}" for i in range(n)]
+    procs = [harness("run", tmp_path / "k.yaml", "--shard", f"{i}/{n}", "--device", "cpu", "--out", machines[i],
+                     "--tracking-uri", uri, cwd=tmp_path) for i in range(n)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err and "MLflow calls failed" not in err, err
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fresh").experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.run_name for r in parents) == sorted(next((m / "fresh").iterdir()).name for m in machines)
+    assert sorted(r.data.tags["experiment"] for r in runs if r not in parents) == [f"k{i}" for i in range(n)]
+    assert {r.info.status for r in runs} == {"FINISHED"}  # none left RUNNING
+
+
+def test_a_postgres_store_whose_creation_lock_stays_held_is_refused_with_the_lock_named(postgres, monkeypatch):  # noqa: F811
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    from harness.track import store
+
+    postgres.tool("createdb", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres", "held")
+    uri = postgres.uri("held")
+    monkeypatch.setattr(store, "CREATE_LOCK_TIMEOUT_S", 1)
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with engine.connect() as holder:  # another process, stuck while creating the schema
+        holder.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": store.CREATE_LOCK})
+        with pytest.raises(UserError) as e:
+            store.open_store(uri)
+        assert str(e.value).startswith(f"--tracking-uri {uri}: another session has held "
+                                       f"pg_advisory_lock({store.CREATE_LOCK})"), e.value
+        assert "for over 1 s" in str(e.value) and "pg_stat_activity" in str(e.value), e.value
+    engine.dispose()
+    store.open_store(uri)  # released: the store is created
 
 
 @pytest.mark.skipif(__import__("importlib.util").util.find_spec("psycopg2") is not None,

@@ -18,11 +18,21 @@ store created safely.
   'harness[postgres]'`): the driver is checked first (`postgresql://` alone means psycopg2 to
   SQLAlchemy: without it the message gives the `postgresql+psycopg://` spelling to use, here and
   for `mlflow server`; the URI is not rewritten behind the user's back), then one connection with a
-  short timeout (MLflow itself retries for about 100 s), then MLflow opens it. Passwords are shown
-  as `***`. Artifacts of a direct database store stay under the client's results root (nothing else
-  is reachable without a server); a team shares a server instead (harness.track.tracking).
+  short timeout (MLflow itself retries for about 100 s), then MLflow opens it while that connection
+  holds a PostgreSQL advisory lock (`pg_advisory_lock(CREATE_LOCK)`, a session lock: released when
+  the connection closes or its process dies). MLflow creates and migrates an empty database without
+  a lock of its own, so `run --shard I/N` started on several machines at once into a fresh database
+  raced (all but one exited with "duplicate key value violates unique constraint
+  pg_type_typname_nsp_index"); under the lock the first creates the schema and the others wait, then
+  find it complete. Only processes that take the lock are serialised: an `mlflow server` or `mlflow
+  db upgrade` started on the same empty database at that moment is not. Passwords are shown as `***`.
+  Artifacts of a direct database store stay under the client's results root (nothing else is
+  reachable without a server); a team shares a server instead (harness.track.tracking).
 - Other stores (MySQL URIs, file stores) are opened by MLflow as they are; a failure to open one is
-  reported the same way.
+  reported the same way. A fresh MySQL database has the same race (MySQL's DDL is not even
+  transactional); its counterpart of the lock would be `GET_LOCK(name, timeout)`, not done here, as
+  no MySQL server is at hand to test it: create the schema once first (`mlflow db upgrade URI`, or
+  one `run`) before starting many processes on it.
 - **Many writers**: `run --shard I/N` (N > 1) would write into one SQLite file from many processes
   (and machines) at once: `refuse_shared_sqlite` stops that before anything is created, pointing at
   `--no-tracking` + `sync` or a tracking server. Under torchrun rank 0 alone writes, and `launch`
@@ -38,6 +48,11 @@ from urllib.parse import urlsplit
 from harness.core.errors import UserError
 
 PROBE_TIMEOUT_S = 5.0
+# pg_advisory_lock's key while a PostgreSQL store is opened (created and migrated when empty): the bytes
+# b"harness\x01" as a bigint. Advisory locks are per database, so one key serves every store; the wait
+# is bounded (PostgreSQL's lock_timeout) so a stuck creator ends in a message, not a hang.
+CREATE_LOCK = int.from_bytes(b"harness\x01", "big")
+CREATE_LOCK_TIMEOUT_S = 300
 SQLITE_HEADER = b"SQLite format 3\x00"
 # MLflow's HTTP client retries 7 times with backoff (minutes) by default; the journal keeps every call,
 # so a run rather carries on quickly and is synced later (set these variables to override).
@@ -59,7 +74,9 @@ def open_store(uri: str, *, create: bool = True, flag: str = "--tracking-uri") -
         _probe_http(uri, flag)
         return
     elif scheme.partition("+")[0] in ("postgresql", "postgres"):
-        _probe_postgres(uri, flag)
+        with _postgres(uri, flag):  # connected, holding the store's creation lock
+            _check_opens(uri, _redact(uri), flag)  # MLflow creates and migrates an empty database here
+        return
     _check_opens(uri, _redact(uri), flag)
 
 
@@ -150,8 +167,14 @@ def _redact(uri: str) -> str:
     return redact(uri)
 
 
-def _probe_postgres(uri: str, flag: str) -> None:
-    """The driver installed, then one connection within PROBE_TIMEOUT_S; a UserError otherwise."""
+@contextlib.contextmanager
+def _postgres(uri: str, flag: str):
+    """The driver installed, then one connection within PROBE_TIMEOUT_S (a UserError otherwise), held
+    with CREATE_LOCK while the caller opens the store: MLflow creates and migrates an empty database
+    without a lock of its own, so of several processes (or machines) opening a fresh database at once
+    the first creates the schema and the others wait, then find it complete. The lock is a session
+    lock: it goes with the connection, also when the process is killed."""
+    import importlib
     import importlib.util
 
     scheme = urlsplit(uri).scheme
@@ -169,20 +192,40 @@ def _probe_postgres(uri: str, flag: str) -> None:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
+    for module in ("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"):  # seconds: not under the lock
+        importlib.import_module(module)
     try:
-        engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool, isolation_level="AUTOCOMMIT",
                                           connect_args={"connect_timeout": int(PROBE_TIMEOUT_S)})
-        with engine.connect():
-            pass
-        engine.dispose()
+        connection = engine.connect()
     except ImportError as e:  # psycopg present but unusable (no libpq, no binary wheel)
         raise UserError(f"{flag} {shown}: the PostgreSQL driver cannot be loaded ({e}); {install}") from None
     except Exception as e:  # noqa: BLE001 - sqlalchemy/psycopg: refused, unknown host, bad password, no database
-        first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{flag} {shown}: PostgreSQL does not answer or refuses the connection ({first[:300]}); "
+        raise UserError(f"{flag} {shown}: PostgreSQL does not answer or refuses the connection ({_first(e)}); "
                         f"check the host, port, user and database (createdb), "
                         f"or run with --no-tracking and log the run later with `python -m harness sync RUN_DIR`"
                         ) from None
+    try:
+        try:
+            connection.execute(sqlalchemy.text(f"SET lock_timeout = '{CREATE_LOCK_TIMEOUT_S}s'"))
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": CREATE_LOCK})
+        except Exception as e:  # noqa: BLE001 - LockNotAvailable after the timeout, or the connection lost
+            held = type(getattr(e, "orig", e)).__name__ == "LockNotAvailable"
+            why = (f"another session has held pg_advisory_lock({CREATE_LOCK}), which serialises opening and "
+                   f"creating the MLflow schema, for over {CREATE_LOCK_TIMEOUT_S} s (find it in pg_locks and "
+                   f"pg_stat_activity)" if held else
+                   f"the connection failed while waiting for pg_advisory_lock({CREATE_LOCK}) ({_first(e)})")
+            raise UserError(f"{flag} {shown}: {why}; or run with --no-tracking and log the run later with "
+                            f"`python -m harness sync RUN_DIR`") from None
+        yield
+    finally:
+        connection.close()  # ends the session, and with it the lock
+        engine.dispose()
+
+
+def _first(e: Exception) -> str:
+    """The first line of a driver's error (SQLAlchemy wraps it in `orig`)."""
+    return (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def many_writers(shard=None) -> str:
