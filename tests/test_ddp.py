@@ -171,7 +171,8 @@ def test_an_interrupted_run_resumes_under_torchrun_to_the_same_fingerprint(tmp_p
 
 
 FAULT_PLUGIN = '''
-"""Test-only: LeNet whose forward raises on one process (RANK == FAULT_RANK) at its 5th training step."""
+"""Test-only: LeNet whose forward raises at its 5th training step on one process (RANK == FAULT_RANK), or
+on every one (FAULT_RANK=all)."""
 import os
 
 from torch import nn
@@ -187,7 +188,7 @@ class Faulty(nn.Module):
     def forward(self, x):
         if self.training:
             self.calls += 1
-            if os.environ["RANK"] == os.environ["FAULT_RANK"] and self.calls == 5:
+            if os.environ["FAULT_RANK"] in (os.environ["RANK"], "all") and self.calls == 5:
                 raise RuntimeError(f"injected fault at step {self.calls}")
         return self.inner(x)
 
@@ -198,22 +199,35 @@ def lenet_fault(num_classes: int = 10):
 '''
 
 
-@pytest.mark.parametrize("rank", [1, 0])
-def test_a_task_failing_on_one_process_stops_the_run_and_rank_0_records_it(rank, tmp_path, _migrated_store):
-    """One process raises mid-epoch while the other waits for it in the gradient all-reduce: no
-    10-minute wait for the collective's timeout, no next experiment; rank 0 records the failed row
-    (naming the rank and its error), ends the MLflow runs and prints how to continue."""
+def run_faulty(tmp_path, store, fault_rank: str):
+    """Two experiments under torchrun, tracked in a real SQLite store: `first` (lenet_fault, raising
+    on process FAULT_RANK), then `second`. -> (the finished torchrun, suite path, tracking URI)."""
     (tmp_path / "fault_plugin.py").write_text(FAULT_PLUGIN)
     suite = write_suite(tmp_path / "fault.yaml", SUITE.replace("suite: ddp", "suite: fault").replace(
         "- {name: lenet, kind: train, model: lenet, lr: 0.9}",
         "- {name: first, kind: train, model: lenet_fault, lr: 0.9}\n"
         "      - {name: second, kind: train, model: lenet, lr: 0.9}"))
-    uri = store_copy(_migrated_store, tmp_path / "mlflow.db")
+    uri = store_copy(store, tmp_path / "mlflow.db")
     cmd, env = torchrun_command("run", suite, "--device", "cpu", "--out", tmp_path / "out", "--tracking-uri", uri)
     env |= {"PYTHONPATH": os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]), "HARNESS_PLUGINS": "fault_plugin",
-            "FAULT_RANK": str(rank)}
+            "FAULT_RANK": fault_rank}
     # far below the process group's 10-minute collective timeout: a hang fails here (TimeoutExpired)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180), suite, uri
+
+
+def mlflow_runs(uri: str, experiment: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])}
+
+
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_task_failing_on_one_process_stops_the_run_and_rank_0_records_it(rank, tmp_path, _migrated_store):
+    """One process raises mid-epoch while the other waits for it in the gradient all-reduce: no
+    10-minute wait for the collective's timeout, no next experiment; rank 0 records the failed row
+    (naming the rank and its error), ends the MLflow runs and prints how to continue."""
+    proc, suite, uri = run_faulty(tmp_path, _migrated_store, str(rank))
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text
     root_cause = text.split("Root Cause")[1]
@@ -232,9 +246,21 @@ def test_a_task_failing_on_one_process_stops_the_run_and_rank_0_records_it(rank,
     log = (run_dir / "errors.log").read_text()
     assert log.startswith(f"--- first lenet_fault 28x28 (data-parallel: 2 processes)\nrank {rank}:\nTraceback")
     assert 'fault_plugin.py", line' in log and "RuntimeError: injected fault at step 5" in log
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    found = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name("fault").experiment_id])}
+    found = mlflow_runs(uri, "fault")
     assert found[row.mlflow_run_id].info.status == "FAILED"
     assert sorted(r.info.status for r in found.values()) == ["FAILED", "KILLED"]  # the child; the parent (unfinished)
+
+
+def test_a_task_failing_alike_on_every_process_is_a_failed_row_and_the_suite_goes_on(tmp_path, _migrated_store):
+    """The same failure on every process (as a too-large model runs out of memory on every GPU): no
+    process waits in a collective, so it is isolated as in one process, and the next experiment runs."""
+    proc, _, uri = run_faulty(tmp_path, _migrated_store, "all")
+    assert proc.returncode != 0  # a failed row: exit 1 from both processes
+    assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)) == {"1"}, proc.stderr
+    assert "2 rows, 1 failed or diverged" in proc.stdout and "under torchrun, so the run stopped" not in proc.stderr
+    (run_dir,) = (tmp_path / "out" / "fault").iterdir()
+    df = results.load(run_dir).set_index("experiment")
+    assert df.loc["first", "status"] == "failed" and df.loc["first", "error"] == "RuntimeError: injected fault at step 5"
+    assert df.loc["second", "status"] == "ok" and proc.stderr.count("second epoch 2/2") == 1
+    found = mlflow_runs(uri, "fault")
+    assert sorted(r.info.status for r in found.values()) == ["FAILED", "FAILED", "FINISHED"]  # parent, first; second

@@ -123,8 +123,8 @@ def cmd_run(args) -> int:
             raise
         print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
         return 1
-    if not here.writer:
-        return outcome.exit_code
+    if not here.writer:  # rank 0 reports the outcome and exits 1 if a row failed: exiting 1 first here would
+        return 0          # make torchrun end rank 0 (SIGTERM) before it printed the summary
     bad = sum(r["status"] in runner.BAD for r in outcome.rows)
     noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
     print(f"{len(outcome.rows)} rows, {bad} failed or diverged"

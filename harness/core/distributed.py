@@ -7,9 +7,11 @@ starts the group with NCCL on CUDA (one device per process: cuda:LOCAL_RANK) or 
 on every way out (return, exception, a signal's KeyboardInterrupt) destroys it, after waiting
 for the others where that cannot hang (see _barrier). Rank 0 alone writes (docs/architecture.md, "Data-parallel runs").
 
-A task that fails on one process cannot be isolated there: the others wait for it in a collective.
-That process records why in the group's key-value store (`report_failure`) and stops; torchrun then
-ends the others, and rank 0 reads the failure back (`failures`) to record it (`RankFailed`).
+A task that fails on one process only cannot be isolated there: the others wait for it in a
+collective. A failing process first waits a few seconds for the others to fail the same task
+(`failed_everywhere`: then it is a failed row on every process, as in a single one); else it records
+why in the group's key-value store (`report_failure`) and stops; torchrun then ends the others, and
+rank 0 reads the failure back (`failures`) to record it (`RankFailed`).
 
 No torch at import: `world()` reads the environment only.
 """
@@ -32,6 +34,10 @@ TIMEOUT = timedelta(minutes=10)
 EXIT_TIMEOUT = timedelta(seconds=60)  # the barrier before leaving, when leaving on an error
 BUCKET_CAP_MB = 25  # DDP's gradient buckets (its default, fixed here: the bucket sizes are part of the order)
 FAILURES = "harness/failures"  # in the process group's store: how many processes failed; FAILURES/<n>: the n-th
+# How long a process whose task failed waits for the others to fail the same task (then the failure is
+# every process's: a failed row, the suite goes on) before it stops the run. Processes meet at every
+# collective, so the same failure comes to all of them within about one training step of each other.
+AGREE = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,24 @@ def report_failure(rank: int, error: str, traceback: str = "") -> None:
         key = f"{FAILURES}/{n}"
         store.set(key, json.dumps({"rank": rank, "error": error, "traceback": traceback}))
         store.check([key])  # answered by the store after the set: it is stored
+
+
+def failed_everywhere(task: str, within: timedelta = AGREE) -> bool:
+    """Mark `task` failed on this process, and wait up to `within` for every other process to mark it
+    too: True when all did (no process is left waiting in a collective of it) and none of them
+    stopped the run (report_failure: it failed alone first; the others' failures, e.g. gloo's
+    "Connection closed by peer", follow from it). False when one did not in time, or the store
+    cannot answer."""
+    here = world()
+    try:
+        store = _store()
+        if store is None:
+            return False
+        store.set(f"harness/failed/{task}/{here.rank}", "1")
+        store.wait([f"harness/failed/{task}/{r}" for r in range(here.size)], within)
+    except Exception:  # noqa: BLE001 - the wait timed out (or the store is gone): not every process failed
+        return False
+    return not failures()
 
 
 def failures() -> list[dict]:

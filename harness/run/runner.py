@@ -310,8 +310,8 @@ def _run_task(exp, task, base, ctx) -> dict:
             raise  # bad input found late (e.g. the data directory): the whole invocation stops, exit 2
         except Exception as e:  # isolation: a failing task is a failed row, the suite goes on
             error = f"out of memory: {e}" if _is_oom(e) else f"{type(e).__name__}: {e}"
-            if parallel:  # the others wait for this process in a collective: the run stops (run/rankfail.py)
-                raise rankfail.stop(exp, row, ctx, t0, error) from e
+            if parallel and not distributed.failed_everywhere(rundir.task_key(exp.id, row["variant"], row["size"])):
+                raise rankfail.stop(exp, row, ctx, t0, error) from e  # the others wait for this one in a collective
             row |= {"status": "failed", "error": error}
             if ctx.writer:
                 with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
