@@ -3,8 +3,9 @@
 In one process a failing task is a failed row and the suite goes on. Under torchrun that cannot
 be: the other processes are waiting for this one in a collective (a gradient all-reduce) of the
 failed task, and would wait out the process group's timeout (distributed.TIMEOUT, 10 minutes) or
-match the next experiment's collectives with the wrong ones. So the failing process records why in
-the process group's store (distributed.report_failure) and raises RankFailed, which ends the
+match the next experiment's collectives with the wrong ones. Unless every process fails the same
+task within distributed.AGREE (then no one waits: a failed row everywhere, and the suite goes on),
+the failing process records why in the process group's store (distributed.report_failure) and raises RankFailed, which ends the
 command with exit 1; torchrun (every 0.1 s it looks) then sends SIGTERM to the others. Rank 0, whether
 it failed itself, saw its collective break (gloo: the peer's connection closed) or got that
 SIGTERM, reads the failures back and makes the task's failed row from them ("rank 1:
