@@ -1,7 +1,8 @@
 """Data-parallel training under the real torchrun, on CPU with gloo (2 processes): bitwise repeatable
 at a fixed world size; world 1 against world 2 within the stated tolerance; only rank 0 writes (run
 directory, MLflow); what cannot run data-parallel exits 2; an interrupted run resumes under torchrun
-to the same fingerprint. NCCL (CUDA) runs the
+to the same fingerprint; a task failing on one process ends the run on both at once, rank 0 recording
+it, and one failing alike on both is a failed row as in one process. NCCL (CUDA) runs the
 same code with another backend; it is not exercised here (no GPU in CI)."""
 from __future__ import annotations
 
