@@ -1,7 +1,8 @@
 """Data-parallel training under the real torchrun, on CPU with gloo (2 processes): bitwise repeatable
 at a fixed world size; world 1 against world 2 within the stated tolerance; only rank 0 writes (run
 directory, MLflow); what cannot run data-parallel exits 2; an interrupted run resumes under torchrun
-to the same fingerprint. NCCL (CUDA) runs the
+to the same fingerprint; a task failing on one process ends the run on both at once, rank 0 recording
+it, and one failing alike on both is a failed row as in one process. NCCL (CUDA) runs the
 same code with another backend; it is not exercised here (no GPU in CI)."""
 from __future__ import annotations
 
@@ -176,3 +177,99 @@ def test_an_interrupted_run_resumes_under_torchrun_to_the_same_fingerprint(tmp_p
     assert resumed.stderr.count("lenet: resumed after epoch 1") == 1  # rank 0 says so; rank 1 loaded it quietly
     (done,) = (tmp_path / "whole" / "res").iterdir()
     assert results.load(run_dir).fingerprint.tolist() == results.load(done).fingerprint.tolist()
+
+
+FAULT_PLUGIN = '''
+"""Test-only: LeNet whose forward raises at its 5th training step on one process (RANK == FAULT_RANK), or
+on every one (FAULT_RANK=all)."""
+import os
+
+from torch import nn
+
+from harness.models import MODELS, register_model
+
+
+class Faulty(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if os.environ["FAULT_RANK"] in (os.environ["RANK"], "all") and self.calls == 5:
+                raise RuntimeError(f"injected fault at step {self.calls}")
+        return self.inner(x)
+
+
+@register_model
+def lenet_fault(num_classes: int = 10):
+    return Faulty(MODELS.get("lenet")(num_classes=num_classes))
+'''
+
+
+def run_faulty(tmp_path, store, fault_rank: str):
+    """Two experiments under torchrun, tracked in a real SQLite store: `first` (lenet_fault, raising
+    on process FAULT_RANK), then `second`. -> (the finished torchrun, suite path, tracking URI)."""
+    (tmp_path / "fault_plugin.py").write_text(FAULT_PLUGIN)
+    suite = write_suite(tmp_path / "fault.yaml", SUITE.replace("suite: ddp", "suite: fault").replace(
+        "- {name: lenet, kind: train, model: lenet, lr: 0.9}",
+        "- {name: first, kind: train, model: lenet_fault, lr: 0.9}\n"
+        "      - {name: second, kind: train, model: lenet, lr: 0.9}"))
+    uri = store_copy(store, tmp_path / "mlflow.db")
+    cmd, env = torchrun_command("run", suite, "--device", "cpu", "--out", tmp_path / "out", "--tracking-uri", uri)
+    env |= {"PYTHONPATH": os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]), "HARNESS_PLUGINS": "fault_plugin",
+            "FAULT_RANK": fault_rank}
+    # far below the process group's 10-minute collective timeout: a hang fails here (TimeoutExpired)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180), suite, uri
+
+
+def mlflow_runs(uri: str, experiment: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])}
+
+
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_task_failing_on_one_process_stops_the_run_and_rank_0_records_it(rank, tmp_path, _migrated_store):
+    """One process raises mid-epoch while the other waits for it in the gradient all-reduce: no
+    10-minute wait for the collective's timeout, no next experiment; rank 0 records the failed row
+    (naming the rank and its error), ends the MLflow runs and prints how to continue."""
+    proc, suite, uri = run_faulty(tmp_path, _migrated_store, str(rank))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text
+    root_cause = text.split("Root Cause")[1]
+    assert re.search(rf"rank\s*:\s*{rank}\b.*\n.*exitcode\s*:\s*1\b", root_cause), text  # it exited 1 first
+    error = f"rank {rank}: RuntimeError: injected fault at step 5"
+    (run_dir,) = (tmp_path / "out" / "fault").iterdir()
+    assert (f"error: a task failed in first under torchrun, so the run stopped on all 2 processes: {error} "
+            f"(tracebacks: {run_dir}/errors.log)\n") in proc.stderr
+    assert (f"Continue it with:\n  torchrun --nproc_per_node=2 -m harness run {suite} --resume "
+            f"{run_dir} --device cpu --tracking-uri {uri}\n") in proc.stderr
+    assert "first epoch 1/2" not in proc.stderr and "second epoch" not in proc.stderr
+    # rank 1 prints its own traceback (it writes no errors.log); rank 0's is in errors.log only
+    assert proc.stderr.count('fault_plugin.py", line') == (rank == 1), proc.stderr
+    (row,) = results.load(run_dir).itertuples()  # the next experiment never started
+    assert (row.experiment, row.status, row.error, row.world_size) == ("first", "failed", error, 2)
+    log = (run_dir / "errors.log").read_text()
+    assert log.startswith(f"--- first lenet_fault 28x28 (data-parallel: 2 processes)\nrank {rank}:\nTraceback")
+    assert 'fault_plugin.py", line' in log and "RuntimeError: injected fault at step 5" in log
+    found = mlflow_runs(uri, "fault")
+    assert found[row.mlflow_run_id].info.status == "FAILED"
+    assert sorted(r.info.status for r in found.values()) == ["FAILED", "KILLED"]  # the child; the parent (unfinished)
+
+
+def test_a_task_failing_alike_on_every_process_is_a_failed_row_and_the_suite_goes_on(tmp_path, _migrated_store):
+    """The same failure on every process (as a too-large model runs out of memory on every GPU): no
+    process waits in a collective, so it is isolated as in one process, and the next experiment runs."""
+    proc, _, uri = run_faulty(tmp_path, _migrated_store, "all")
+    assert proc.returncode != 0  # a failed row: exit 1 from both processes
+    assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)) == {"1"}, proc.stderr
+    assert "2 rows, 1 failed or diverged" in proc.stdout and "under torchrun, so the run stopped" not in proc.stderr
+    (run_dir,) = (tmp_path / "out" / "fault").iterdir()
+    df = results.load(run_dir).set_index("experiment")
+    assert df.loc["first", "status"] == "failed" and df.loc["first", "error"] == "RuntimeError: injected fault at step 5"
+    assert df.loc["second", "status"] == "ok" and proc.stderr.count("second epoch 2/2") == 1
+    found = mlflow_runs(uri, "fault")
+    assert sorted(r.info.status for r in found.values()) == ["FAILED", "FAILED", "FINISHED"]  # parent, first; second

@@ -109,6 +109,8 @@ def cmd_run(args) -> int:
                                        fail_fast=args.fail_fast, argv=sys.argv[1:] if argv_is_cli() else [],
                                        resume_dir=args.resume, data_dir=args.data_dir, download=args.download,
                                        keep_checkpoints=args.keep_checkpoints, shard=shard)
+    except distributed.RankFailed as e:  # a task failed on one process: the run stopped on all of them
+        return _rank_failed(e, here, args, tracker)
     except KeyboardInterrupt as e:
         from harness.run import interrupt
 
@@ -121,8 +123,8 @@ def cmd_run(args) -> int:
             raise
         print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
         return 1
-    if not here.writer:
-        return outcome.exit_code
+    if not here.writer:  # rank 0 reports the outcome and exits 1 if a row failed: exiting 1 first here would
+        return 0          # make torchrun end rank 0 (SIGTERM) before it printed the summary
     bad = sum(r["status"] in runner.BAD for r in outcome.rows)
     noisy = sum(bool(r.get("noisy")) for r in outcome.rows)
     print(f"{len(outcome.rows)} rows, {bad} failed or diverged"
@@ -137,6 +139,25 @@ def cmd_run(args) -> int:
     if suite.note:
         print(f"note: {' '.join(suite.note.split())}")
     return outcome.exit_code
+
+
+def _rank_failed(e, here, args, tracker) -> int:
+    """Exit 1 after a task failed under torchrun: rank 0 names the failure, the failed row, where the
+    tracebacks are and how to continue; another process prints its own traceback (it has no errors.log)."""
+    import traceback
+
+    if not here.writer:
+        cause = e.__cause__ if isinstance(e.__cause__, Exception) else None
+        if cause is not None and any(f["rank"] == here.rank for f in e.failures):
+            print("".join(traceback.format_exception(cause)).rstrip(), file=sys.stderr)
+        print(f"error: rank {here.rank}: stopping, a task failed ({e}); rank 0 records it", file=sys.stderr)
+        return 1
+    row = e.row or {}
+    where = f" in {row['experiment']}" if "experiment" in row else ""
+    log = f" (tracebacks: {e.run_dir / 'errors.log'})" if getattr(e, "run_dir", None) else ""
+    print(f"error: a task failed{where} under torchrun, so the run stopped on all {here.size} processes: "
+          f"{e}{log}\n{_stopped(e, args, tracker)}", file=sys.stderr)
+    return 1
 
 
 def _stopped(e: BaseException, args, tracker) -> str:

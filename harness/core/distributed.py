@@ -7,11 +7,18 @@ starts the group with NCCL on CUDA (one device per process: cuda:LOCAL_RANK) or 
 on every way out (return, exception, a signal's KeyboardInterrupt) destroys it, after waiting
 for the others where that cannot hang (see _barrier). Rank 0 alone writes (docs/architecture.md, "Data-parallel runs").
 
+A task that fails on one process only cannot be isolated there: the others wait for it in a
+collective. A failing process first waits a few seconds for the others to fail the same task
+(`failed_everywhere`: then it is a failed row on every process, as in a single one); else it records
+why in the group's key-value store (`report_failure`) and stops; torchrun then ends the others, and
+rank 0 reads the failure back (`failures`) to record it (`RankFailed`).
+
 No torch at import: `world()` reads the environment only.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +33,11 @@ NCCL_ORDER_SETTINGS = ("NCCL_ALGO", "NCCL_PROTO", "NCCL_MIN_NCHANNELS", "NCCL_MA
 TIMEOUT = timedelta(minutes=10)
 EXIT_TIMEOUT = timedelta(seconds=60)  # the barrier before leaving, when leaving on an error
 BUCKET_CAP_MB = 25  # DDP's gradient buckets (its default, fixed here: the bucket sizes are part of the order)
+FAILURES = "harness/failures"  # in the process group's store: how many processes failed; FAILURES/<n>: the n-th
+# How long a process whose task failed waits for the others to fail the same task (then the failure is
+# every process's: a failed row, the suite goes on) before it stops the run. Processes meet at every
+# collective, so the same failure comes to all of them within about one training step of each other.
+AGREE = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,87 @@ def world() -> World:
         raise UserError(f"RANK={rank} WORLD_SIZE={size} LOCAL_RANK={local}: need 0 <= RANK < WORLD_SIZE; "
                         f"start data-parallel runs with torchrun, which sets them")
     return World(rank, size, local)
+
+
+class RankFailed(Exception):
+    """A task failed under torchrun, on this process or another: the run stops on every process.
+
+    `failures`: what the store holds, first failure first ({"rank", "error", "traceback"}); `row`
+    and `child`: the failed task's row and its tracking run (rank 0 records them); `run_dir` and
+    `rows` are set by the runner's cleanup, as for an interruption."""
+
+    def __init__(self, failures: list[dict], row: dict | None = None, child: str | None = None):
+        super().__init__(describe(failures))
+        self.failures, self.row, self.child = failures, row, child
+        self.run_dir, self.rows = None, 0
+
+
+def describe(failures: list[dict]) -> str:
+    """'rank 1: RuntimeError: ...' (each failure, first first)."""
+    return "; ".join(f"rank {f['rank']}: {f['error']}" for f in failures)
+
+
+def _store():
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return dist.distributed_c10d._get_default_store()
+
+
+def report_failure(rank: int, error: str, traceback: str = "") -> None:
+    """Record in the process group's store that this process failed, and why; done (a round trip to
+    the store) before it returns, so before this process exits and torchrun ends the others. Best
+    effort: the store may be gone (torchrun ending), and the failure is on its way out anyway."""
+    with contextlib.suppress(Exception):
+        store = _store()
+        if store is None:
+            return
+        n = store.add(FAILURES, 1)  # the order among processes failing at once
+        key = f"{FAILURES}/{n}"
+        store.set(key, json.dumps({"rank": rank, "error": error, "traceback": traceback}))
+        store.check([key])  # answered by the store after the set: it is stored
+
+
+def failed_everywhere(task: str, within: timedelta = AGREE) -> bool:
+    """Mark `task` failed on this process, and wait up to `within` for every other process to mark it
+    too: True when all did (no process is left waiting in a collective of it) and none of them
+    stopped the run (report_failure: it failed alone first; the others' failures, e.g. gloo's
+    "Connection closed by peer", follow from it). False when one did not in time, or the store
+    cannot answer."""
+    import time
+
+    here = world()
+    keys = [f"harness/failed/{task}/{r}" for r in range(here.size)]
+    deadline = time.monotonic() + within.total_seconds()
+    try:
+        store = _store()
+        if store is None:
+            return False
+        store.set(keys[here.rank], "1")
+        # polled, not store.wait(keys, within): that one logs a socket timeout warning when it expires
+        while not store.check(keys):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+    except Exception:  # noqa: BLE001 - the store is gone (torchrun is ending the run)
+        return False
+    return not failures()
+
+
+def failures() -> list[dict]:
+    """Failures recorded by any process of this run (report_failure), first first; [] in a single
+    process, when none failed, or when the store cannot be read. Never waits for a key."""
+    out = []
+    with contextlib.suppress(Exception):
+        store = _store()
+        if store is None:
+            return []
+        for n in range(1, store.add(FAILURES, 0) + 1):
+            key = f"{FAILURES}/{n}"
+            if store.check([key]):  # one being written right now may not be there yet
+                out.append(json.loads(store.get(key)))
+    return out
 
 
 def backend_for(device: str) -> str:

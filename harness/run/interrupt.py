@@ -6,6 +6,7 @@ run the way Ctrl-C does.
         interrupt.check()              # between steps: raise a signal Python swallowed in a __del__
         with interrupt.deferred():     # a signal here waits until the block is done (then raises)
             write the run directory's first files
+        interrupt.ignore()             # on the way out already: signals are dropped until handled() ends
 
 `Interrupted` is a KeyboardInterrupt, so every `except KeyboardInterrupt` / `except BaseException`
 cleanup path treats the three signals alike, and `except Exception` (a task's failure isolation)
@@ -78,13 +79,26 @@ def handled():
     if not _main_thread():  # signal handlers can only be set there (e.g. a test's worker thread)
         yield
         return
-    before = {s: signal.signal(s, _raise) for s in HANDLED}
+    before = {s: signal.getsignal(s) for s in ALL}  # all three: ignore() may change SIGINT's too
+    for s in HANDLED:
+        signal.signal(s, _raise)
     try:
         yield
     finally:
         for s, h in before.items():
-            signal.signal(s, h)
+            if h is not None:  # None: set outside Python, cannot be set back
+                signal.signal(s, h)
         clear()
+
+
+def ignore() -> None:
+    """Drop SIGINT, SIGTERM and SIGHUP from now until `handled()` ends: the command is on its way
+    out already and its cleanup must not be cut short. Used when a data-parallel process failed:
+    torchrun sends SIGTERM to every other one, and rank 0 still records the failure (torchrun
+    SIGKILLs what is left 30 s later)."""
+    if _main_thread():
+        for s in ALL:
+            signal.signal(s, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

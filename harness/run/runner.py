@@ -6,7 +6,8 @@ steps.csv (per-step metrics), report.md and report.html, env.json, suite.yaml (r
 checkpoints/, errors.log and tracking.jsonl (harness.run.journal: what `harness sync` replays).
 With a shard (harness.suite.shard) only that part of the suite runs; suite.yaml still holds the
 whole suite, and the shard is in every row, env.json, state.json and the parent run's tags.
-A task that raises becomes a failed row; the others still run.
+A task that raises becomes a failed row; the others still run. Under torchrun (world size above 1)
+it ends the run on every process instead, rank 0 recording the failed row (run/rankfail.py).
 Exit code: 0 all ok, 1 a row failed or diverged.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from harness.core import determinism, distributed, envinfo
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS
-from harness.run import interrupt, journal, plots, report, results, rundir
+from harness.run import interrupt, journal, plots, rankfail, report, results, rundir
 
 DEVICES = ("auto", "cpu", "cuda")
 BAD = ("failed", "diverged")
@@ -174,6 +175,10 @@ def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
         return
     with interrupt.deferred(reraise=False):
         try:
+            if isinstance(e, distributed.RankFailed) and e.row is not None:  # the task that stopped the run
+                rows.append(e.row)
+                tracker.log_metrics(e.child, results.run_metrics(e.row))
+                tracker.end(e.child, "FAILED")
             if run is not None and run.path.is_dir():
                 _write(run, rows, steps, env)
         except Exception as w:  # noqa: BLE001 - e.g. the disk is full: still close the runs below
@@ -297,17 +302,24 @@ def _run_task(exp, task, base, ctx) -> dict:
                                 "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     determinism.seed_everything(spec.seed)
     t0 = time.perf_counter()
+    parallel = distributed.world().size > 1
     try:
-        row |= task.run(ctx)
-    except UserError:
-        raise  # bad input found late (e.g. the data directory): the whole invocation stops, exit 2
-    except Exception as e:  # isolation: a failing task is a failed row, the suite goes on
-        row |= {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        if _is_oom(e):
-            row["error"] = f"out of memory: {e}"
-        if ctx.writer:
-            with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
-                f.write(f"--- {exp.id} {row['variant']} {row['size']}\n{traceback.format_exc()}\n")
+        try:
+            row |= task.run(ctx)
+        except UserError:
+            raise  # bad input found late (e.g. the data directory): the whole invocation stops, exit 2
+        except Exception as e:  # isolation: a failing task is a failed row, the suite goes on
+            error = f"out of memory: {e}" if _is_oom(e) else f"{type(e).__name__}: {e}"
+            if parallel and not distributed.failed_everywhere(rundir.task_key(exp.id, row["variant"], row["size"])):
+                raise rankfail.stop(exp, row, ctx, t0, error) from e  # the others wait for this one in a collective
+            row |= {"status": "failed", "error": error}
+            if ctx.writer:
+                with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
+                    f.write(f"--- {exp.id} {row['variant']} {row['size']}\n{traceback.format_exc()}\n")
+    except KeyboardInterrupt as e:  # also one landing while a failure above was being recorded
+        if parallel and distributed.failures():  # torchrun's SIGTERM: another process failed
+            raise rankfail.stop(exp, row, ctx, t0, None) from e
+        raise
     row["wall_s"] = time.perf_counter() - t0
     why = results.storable(row)
     if why is not None:  # a value the results schema cannot hold: a failed row, not a lost run
