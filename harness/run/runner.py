@@ -6,8 +6,9 @@ steps.csv (per-step metrics), report.md and report.html, env.json, suite.yaml (r
 checkpoints/, errors.log and tracking.jsonl (harness.run.journal: what `harness sync` replays).
 With a shard (harness.suite.shard) only that part of the suite runs; suite.yaml still holds the
 whole suite, and the shard is in every row, env.json, state.json and the parent run's tags.
-A task that raises becomes a failed row; the others still run. Under torchrun (world size above 1)
-it ends the run on every process instead, rank 0 recording the failed row (run/rankfail.py).
+A task that raises becomes a failed row; the others still run (harness.run.task). Under torchrun
+(world size above 1) it ends the run on every process instead, rank 0 recording the failed row
+(harness.run.rankfail).
 Exit code: 0 all ok, 1 a row failed or diverged.
 """
 from __future__ import annotations
@@ -16,14 +17,14 @@ import datetime as dt
 import json
 import os
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.core import determinism, distributed, envinfo
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS
-from harness.run import interrupt, journal, plots, rankfail, report, results, rundir
+from harness.run import interrupt, journal, plots, report, results, rundir
+from harness.run import task as task_run
 
 DEVICES = ("auto", "cpu", "cuda")
 BAD = ("failed", "diverged")
@@ -49,45 +50,6 @@ def resolve_device(name: str) -> str:
         raise UserError(f"--device cuda: no CUDA device is available (torch {torch.__version__}, "
                         f"built for CUDA {torch.version.cuda}); use --device cpu or --device auto")
     return name
-
-
-@dataclass
-class _Context:
-    """The TaskContext (harness.core.kinds) of one task."""
-
-    tracker: object
-    run_id: str
-    steps: list
-    key: dict
-    progress_bar: object
-    console: object
-    run_dir: Path
-    checkpoint_dir: Path
-    resume: dict | None
-    data_dir: str | None
-    download: bool = False
-    writer: bool = True  # False: a data-parallel process other than rank 0, which writes nothing
-
-    def log(self, metrics: dict, step: int, tracked: bool = True) -> None:
-        if tracked:
-            self.tracker.log_metrics(self.run_id, metrics, step=step)
-        self.steps.extend(self.key | {"step": step, "metric": k, "value": v} for k, v in metrics.items())
-
-    def progress(self, description: str, completed: float, total: float) -> None:
-        interrupt.check()
-        self.progress_bar.update(description, completed, total)
-
-    def unit_done(self, done: int, seconds: float) -> None:
-        self.progress_bar.unit_done(done, seconds)
-
-    def note(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
-
-    def artifact(self, path) -> None:
-        self.tracker.log_artifacts(self.run_id, [Path(path)])
-
-    def dataset(self, name: str, digest: str, source: str, context: str) -> None:
-        self.tracker.log_dataset(self.run_id, name, digest, source, context)
 
 
 def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = False,
@@ -216,11 +178,11 @@ def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, ke
                 progress.start(i, j, label)
                 t0 = time.perf_counter()
                 child = _child_run(tracker, run, key, exp, task, settings)
-                ctx = _Context(tracker, child, steps, {"experiment": exp.id, "variant": task.fields["variant"],
+                ctx = task_run.Context(tracker, child, steps, {"experiment": exp.id, "variant": task.fields["variant"],
                                                        "size": task.fields["size"], "seed": exp.spec.seed},
                                progress, console, run.path, run.checkpoint_dir(exp.id),
                                _checkpoint(run, exp), *data, run.writer)
-                row = _run_task(exp, task, base, ctx)
+                row = task_run.run_task(exp, task, base, ctx)
                 rows.append(row)  # at once: an interrupted run still writes what finished
                 exp_rows.append(row)
                 new_rows.append(row)
@@ -294,52 +256,12 @@ def _checkpoint(run, exp):
     return state
 
 
-def _run_task(exp, task, base, ctx) -> dict:
-    spec = exp.spec
-    row = base | task.fields | {"experiment": exp.id, "kind": spec.kind, "seed": spec.seed,
-                                "determinism": spec.determinism,
-                                "mlflow_run_id": None if journal.is_offline(ctx.run_id) else ctx.run_id,
-                                "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    determinism.seed_everything(spec.seed)
-    t0 = time.perf_counter()
-    parallel = distributed.world().size > 1
-    try:
-        try:
-            row |= task.run(ctx)
-        except UserError:
-            raise  # bad input found late (e.g. the data directory): the whole invocation stops, exit 2
-        except Exception as e:  # isolation: a failing task is a failed row, the suite goes on
-            error = f"out of memory: {e}" if _is_oom(e) else f"{type(e).__name__}: {e}"
-            if parallel and not distributed.failed_everywhere(rundir.task_key(exp.id, row["variant"], row["size"])):
-                raise rankfail.stop(exp, row, ctx, t0, error) from e  # the others wait for this one in a collective
-            row |= {"status": "failed", "error": error}
-            if ctx.writer:
-                with open(ctx.run_dir / "errors.log", "a", encoding="utf-8") as f:
-                    f.write(f"--- {exp.id} {row['variant']} {row['size']}\n{traceback.format_exc()}\n")
-    except KeyboardInterrupt as e:  # also one landing while a failure above was being recorded
-        if parallel and distributed.failures():  # torchrun's SIGTERM: another process failed
-            raise rankfail.stop(exp, row, ctx, t0, None) from e
-        raise
-    row["wall_s"] = time.perf_counter() - t0
-    why = results.storable(row)
-    if why is not None:  # a value the results schema cannot hold: a failed row, not a lost run
-        keep = {k: v for k, v in row.items() if k in results.COLUMNS and results.storable({k: v}) is None}
-        row = keep | {"status": "failed", "error": f"the task's result cannot be stored ({why})"}
-    return row
-
-
 def _load_avg() -> list[float] | None:
     """1, 5 and 15 minute load averages: how busy the machine was (None where unknown)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
-
-
-def _is_oom(e: Exception) -> bool:
-    import torch
-
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 def _write(run, rows, steps, env) -> None:
