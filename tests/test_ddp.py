@@ -126,6 +126,22 @@ def test_only_rank_0_writes_prints_and_tracks(runs):
     assert "ring" in tags["determinism.gloo_reduction"]
 
 
+def test_reproduce_under_torchrun_repeats_a_data_parallel_run_bitwise(runs, tmp_path):
+    recorded = runs["w2"]["dir"]
+    proc = torchrun("reproduce", recorded, "--device", "cpu", "--no-tracking", "--out", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(f"bitwise identical: fingerprint {runs['w2']['row'].fingerprint}") == 1  # rank 0 says it
+    assert "data-parallel process" not in proc.stderr and "Traceback" not in proc.stderr
+    (new,) = (tmp_path / "out" / "ddp").iterdir()
+    assert results.load(new).iloc[0].world_size == 2
+    # in one process: not bitwise (another summation order), and the warning says how to repeat it exactly
+    plain = run_cli("reproduce", recorded, "--device", "cpu", "--no-tracking", "--out", tmp_path / "one", cwd=tmp_path)
+    assert plain.returncode == 1, plain.stdout + plain.stderr
+    assert "made by 2 data-parallel process(es), this reproduce runs 1" in plain.stderr
+    assert f"torchrun --standalone --nproc_per_node=2 -m harness reproduce {recorded}" in plain.stderr
+    assert "equal within tolerance" in plain.stdout and "processes (world size): 2 -> 1" in plain.stdout
+
+
 def test_what_cannot_run_data_parallel_exits_2(tmp_path):
     """Found by every process before the process group starts; torchrun itself then exits 1."""
     write_suite(tmp_path / "bad.yaml", """

@@ -30,23 +30,37 @@ def cmd_reproduce(args) -> int:
     import tempfile
 
     from harness.cli.runs import argv_is_cli
+    from harness.core import distributed
     from harness.run import rundir
     from harness.views import reproduce, verdict
 
+    here = distributed.world()  # under torchrun: the same processes as `run`; rank 0 alone writes and says
+    say = print if here.writer else (lambda *a, **k: None)
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as scratch:
         rec = reproduce.locate(args.run, args.tracking_uri, Path(scratch))
         suite = reproduce.plan(rec, args.only, args.epochs)
         device, tracker = reproduce.prepare(rec, suite, device=args.device, out=args.out, data_dir=args.data_dir,
                                             tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
         env = rec.env
-        print(f"reproducing {suite.name} run {rec.run_id} ({rec.origin}): {len(suite.experiments)} experiment(s) on "
-              f"{device}; recorded on {env.get('device')} ({env.get('gpu_name') or env.get('cpu_model')}), "
-              f"torch {env.get('torch')}, commit {str(env.get('git_commit'))[:12]}"
-              + (f"; first {args.epochs} epoch(s)" if args.epochs else ""))
-        for line in reproduce.checkout_warnings(rec):
-            print(f"warning: {line}", file=sys.stderr)
-        outcome = reproduce.rerun(rec, suite, device=device, tracker=tracker, out=args.out, data_dir=args.data_dir,
-                                  argv=sys.argv[1:] if argv_is_cli() else [])
+        say(f"reproducing {suite.name} run {rec.run_id} ({rec.origin}): {len(suite.experiments)} experiment(s) on "
+            f"{device}; recorded on {env.get('device')} ({env.get('gpu_name') or env.get('cpu_model')}), "
+            f"torch {env.get('torch')}, commit {str(env.get('git_commit'))[:12]}"
+            + (f"; first {args.epochs} epoch(s)" if args.epochs else ""))
+        for line in reproduce.checkout_warnings(rec) + reproduce.world_warnings(rec, args.run):
+            say(f"warning: {line}", file=sys.stderr)
+        try:
+            with distributed.process_group(device):  # a plain process: nothing; under torchrun: DDP's group
+                outcome = reproduce.rerun(rec, suite, device=device, tracker=tracker, out=args.out,
+                                          data_dir=args.data_dir, argv=sys.argv[1:] if argv_is_cli() else [])
+        except distributed.RankFailed as e:  # a task failed on one process: the rerun stopped on all of them
+            from harness.cli.runs import rank_failed_line
+
+            print(rank_failed_line(e, here), file=sys.stderr)
+            if here.writer and e.run_dir is not None:
+                print(f"{e.rows} finished rows are in {e.run_dir}: no verdict", file=sys.stderr)
+            return 1
+        if not here.writer:
+            return 0
         verdicts = reproduce.judge_rerun(rec, outcome.run_dir)
     print(f"new run: {outcome.run_dir}" + (f" (MLflow: {rundir.redact(tracker.tracking_uri)}, tag harness.reproduces="
                                            f"{rec.run_id})" if tracker.tracking_uri else ""))

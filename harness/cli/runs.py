@@ -144,20 +144,27 @@ def cmd_run(args) -> int:
 def _rank_failed(e, here, args, tracker) -> int:
     """Exit 1 after a task failed under torchrun: rank 0 names the failure, the failed row, where the
     tracebacks are and how to continue; another process prints its own traceback (it has no errors.log)."""
+    print(rank_failed_line(e, here), file=sys.stderr)
+    if here.writer:
+        print(_stopped(e, args, tracker), file=sys.stderr)
+    return 1
+
+
+def rank_failed_line(e, here) -> str:
+    """What a process says when a task failed under torchrun (distributed.RankFailed): rank 0 the
+    failure, in which experiment, and where the tracebacks are; another process its own traceback
+    first, when the failure was its own (it has no errors.log)."""
     import traceback
 
     if not here.writer:
         cause = e.__cause__ if isinstance(e.__cause__, Exception) else None
-        if cause is not None and any(f["rank"] == here.rank for f in e.failures):
-            print("".join(traceback.format_exception(cause)).rstrip(), file=sys.stderr)
-        print(f"error: rank {here.rank}: stopping, a task failed ({e}); rank 0 records it", file=sys.stderr)
-        return 1
+        mine = cause is not None and any(f["rank"] == here.rank for f in e.failures)
+        return ("".join(traceback.format_exception(cause)).rstrip() + "\n" if mine else "") + \
+            f"error: rank {here.rank}: stopping, a task failed ({e}); rank 0 records it"
     row = e.row or {}
     where = f" in {row['experiment']}" if "experiment" in row else ""
     log = f" (tracebacks: {e.run_dir / 'errors.log'})" if getattr(e, "run_dir", None) else ""
-    print(f"error: a task failed{where} under torchrun, so the run stopped on all {here.size} processes: "
-          f"{e}{log}\n{_stopped(e, args, tracker)}", file=sys.stderr)
-    return 1
+    return f"error: a task failed{where} under torchrun, so the run stopped on all {here.size} processes: {e}{log}"
 
 
 def _stopped(e: BaseException, args, tracker) -> str:

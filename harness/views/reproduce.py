@@ -136,6 +136,21 @@ def checkout_warnings(rec: Recorded) -> list[str]:
     return out
 
 
+def world_warnings(rec: Recorded, given: str) -> list[str]:
+    """The run's data-parallel processes against this command's: another world size sums the
+    gradients in another order (docs/scaling.md: equal within tolerance, not bitwise)."""
+    from harness.core import distributed
+
+    sizes = rec.results["world_size"].dropna() if "world_size" in rec.results else []
+    was, now = (int(sizes.max()) if len(sizes) else 1), distributed.world().size
+    if was == now:
+        return []
+    how = (f"torchrun --standalone --nproc_per_node={was} -m harness reproduce {given}" if was > 1 else
+           f"python -m harness reproduce {given}")
+    return [f"the run was made by {was} data-parallel process(es), this reproduce runs {now}: expect it equal "
+            f"within tolerance, not bitwise (to repeat it exactly: {how}; several nodes: srun torchrun)"]
+
+
 def prepare(rec: Recorded, suite, *, device: str | None, out: Path, tracking: bool, tracking_uri: str | None,
             data_dir: str | None):
     """Every check `run` makes before it creates anything (results root, device, data, the store);
@@ -153,13 +168,20 @@ def prepare(rec: Recorded, suite, *, device: str | None, out: Path, tracking: bo
             raise
         raise UserError(f"{rec.given}: the run was made on {recorded_device}, and this machine has no CUDA device; "
                         f"give --device cpu to run it here (expect it to differ), or reproduce it on a GPU") from None
+    from harness.core import distributed
+
+    here = distributed.world()
+    if here.size > 1:  # under torchrun: what `run` refuses there (kernels, a batch that does not split), exit 2
+        from harness.train.ddp import check_world
+
+        check_world(suite, resolved, download=False)
     if any(e.spec.kind == "train" for e in suite.experiments):
         from harness.train.datacheck import check_data
 
         check_data(suite.experiments, data_dir)
     from harness.track import make_tracker
 
-    return resolved, make_tracker(tracking, tracking_uri, out)
+    return resolved, make_tracker(tracking and here.writer, tracking_uri, out)  # rank 0 alone tracks
 
 
 def rerun(rec: Recorded, suite, *, device: str, tracker, out: Path, data_dir: str | None, argv: list[str]):
