@@ -123,6 +123,41 @@ def test_clients_racing_to_create_a_suites_experiment_on_the_server_get_one(mlfl
     assert not list(tmp_path.iterdir())  # no client made an artifact folder: the server holds them
 
 
+def test_runs_logging_one_new_dataset_at_once_all_record_it(mlflow_server, tmp_path):  # noqa: F811
+    # shards log the same dataset (name, digest) into one experiment at the same moment; MLflow's store looks it
+    # up and then inserts it, so two of them can both miss it and the second insert breaks the unique key
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from harness.track.tracking import MlflowTracker
+
+    trackers = [MlflowTracker(mlflow_server.uri, tmp_path / f"client{i}") for i in range(8)]
+    client = MlflowClient(mlflow_server.uri)
+    exp = trackers[0]._experiment_id("datasets")
+    errors = []
+    for round_ in range(6):  # a new dataset each round: the race is at its first insert
+        runs = [client.create_run(exp).info.run_id for _ in trackers]
+        gate = threading.Barrier(len(trackers))
+
+        def log(i: int) -> None:
+            gate.wait()
+            try:
+                trackers[i].log_dataset(runs[i], "fashion_mnist_sample", f"digest{round_}", "/data", "training")
+            except Exception as e:  # noqa: BLE001 - collected and shown by the assertion
+                errors.append(f"round {round_}, run {i}: {e}"[:300])
+
+        threads = [threading.Thread(target=log, args=(i,)) for i in range(len(trackers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        for run_id in runs:
+            inputs = client.get_run(run_id).inputs.dataset_inputs
+            assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [("fashion_mnist_sample", f"digest{round_}")]
+    assert not errors, errors
+
+
 def test_a_direct_postgres_uri_tracks_with_artifacts_under_the_results_root(mlflow_server, tmp_path, caplog):  # noqa: F811
     from mlflow.tracking import MlflowClient
 

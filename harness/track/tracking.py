@@ -73,6 +73,13 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _duplicate_key(e: Exception) -> bool:
+    """A database refused an insert because the row exists (PostgreSQL, SQLite, MySQL wordings)."""
+    text = str(e)
+    return any(w in text for w in ("duplicate key value", "UniqueViolation", "UNIQUE constraint failed",
+                                   "Duplicate entry"))
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -164,7 +171,16 @@ class MlflowTracker:
     def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
         """Record the dataset as an MLflow input, identified by the digest of its decoded tensors."""
         dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as e:
+            # MLflow's store looks the experiment's dataset up, then inserts it: runs logging one new dataset at
+            # once (shards on a server) can all miss it, and all but the first insert break its unique key. The
+            # failed call changed nothing (its transaction rolled back); once more, it finds the dataset.
+            if not _duplicate_key(e):
+                raise
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None,
                     at_ms: int | None = None) -> None:
