@@ -22,8 +22,13 @@ from conftest import REPO
 from harness.core.errors import UserError
 from harness.scale.launchers import ShardJob, get_launcher
 
+# Slurm's scancel may signal both the job's step and the process (two SIGTERMs): the first one is handled, once
 TERM_AWARE = ("import signal, sys, time\n"
-              "signal.signal(signal.SIGTERM, lambda *a: (print('got SIGTERM', flush=True), sys.exit(143)))\n"
+              "def term(*a):\n"
+              "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "    print('got SIGTERM', flush=True)\n"
+              "    sys.exit(143)\n"
+              "signal.signal(signal.SIGTERM, term)\n"
               "print('started', flush=True)\n"
               "time.sleep(600)\n")
 
@@ -55,7 +60,8 @@ def check_contract(launcher, tmp: Path) -> list[str]:
     assert [launcher.state(h) for h in handles] == ["done", "failed", "cancelled"]
     assert jobs[0].log.read_text().split() == ["out", "word0", "err"]
     assert jobs[1].log.read_text().split() == ["failing"]
-    assert jobs[2].log.read_text().split() == ["started", "got", "SIGTERM"]  # it could stop cleanly
+    lines = jobs[2].log.read_text().splitlines()  # it could stop cleanly (a second SIGTERM, if any, ran the
+    assert lines[0] == "started" and len(lines) >= 2 and set(lines[1:]) == {"got SIGTERM"}, lines  # same handler)
     return handles
 
 
