@@ -29,7 +29,7 @@ def add(sub) -> None:
 def cmd_reproduce(args) -> int:
     import tempfile
 
-    from harness.cli.runs import argv_is_cli
+    from harness.cli.runs import argv_is_cli, rank_failed_line
     from harness.core import distributed
     from harness.run import rundir
     from harness.views import reproduce, verdict
@@ -53,8 +53,6 @@ def cmd_reproduce(args) -> int:
                 outcome = reproduce.rerun(rec, suite, device=device, tracker=tracker, out=args.out,
                                           data_dir=args.data_dir, argv=sys.argv[1:] if argv_is_cli() else [])
         except distributed.RankFailed as e:  # a task failed on one process: the rerun stopped on all of them
-            from harness.cli.runs import rank_failed_line
-
             print(rank_failed_line(e, here), file=sys.stderr)
             if here.writer and e.run_dir is not None:
                 print(f"{e.rows} finished rows are in {e.run_dir}: no verdict", file=sys.stderr)
