@@ -6,7 +6,9 @@ measured with its own kernel code."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -95,6 +97,53 @@ def test_a_plugin_slowed_variant_fails_against_head_and_the_unchanged_tree_passe
     # the user's tree, index and worktrees untouched
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == "M harness/kernels/probe_plugin.py"
     assert git(repo, "worktree", "list").count("\n") == 0  # and no worktree left behind
+
+
+def test_a_slowdown_fails_side_by_side_at_the_fewest_rounds_allowed(repo, monkeypatch):
+    """7 pairs, the fewest `check` accepts (6 could reach p 0.016 at best, 3 reached 0.125 and let a
+    4.27x slowdown pass as ambiguous): a slowdown in every pair is regressed there, in both pairs of
+    processes."""
+    monkeypatch.setenv("HARNESS_REGRESS_SLOWDOWN", "20")
+    proc = harness(repo, "check", "probe.yaml", "--against", "HEAD", "--rounds", "7", "--device", "cpu")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert set(verdicts(proc.stdout).values()) == {"regressed"} and "2 cases: 2 regressed" in proc.stdout, proc.stdout
+
+
+def test_ctrl_c_during_a_side_by_side_check_ends_the_workers_quietly_in_one_line(repo, tmp_path):
+    """Ctrl-C in a terminal reaches the whole foreground process group: the driver says what was
+    written, once, and exits 130; the four workers end with it, without a traceback of their own."""
+    out = tmp_path / "r"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
+    env["HARNESS_PLUGINS"] = "harness.kernels.probe_plugin"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "probe.yaml", "--against", "HEAD", "--rounds",
+                             "10000", "--device", "cpu", "--out", str(out)], cwd=repo, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    err = ""
+    for line in proc.stderr:  # wait until the four workers are checked and timing
+        err += line
+        if "both sides checked against the float64 reference" in line:
+            break
+    else:
+        proc.wait()
+        pytest.fail(f"exited {proc.returncode} before timing:\n{err}")
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the driver's group, as started
+    stdout, rest = proc.communicate(timeout=120)
+    err += rest
+    assert proc.returncode == 130, stdout + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.splitlines()[-1] == ("interrupted (Ctrl-C): nothing was written (check.md and check.json are written "
+                                    "once every case is timed)"), err
+    assert not out.exists()
+    left = [p for p in Path("/proc").glob("[0-9]*") if _is_worker_of(p, repo)]
+    assert not left, f"A/B workers still running: {left}"
+
+
+def _is_worker_of(proc_dir: Path, repo: Path) -> bool:
+    try:
+        cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
+    except OSError:  # ended meanwhile
+        return False
+    return any(b"harness.gate.ab import worker" in a for a in cmdline) and str(repo.resolve()).encode() in cmdline
 
 
 def test_a_baseline_recorded_on_another_cpu_falls_back_to_measuring_its_commit(repo):

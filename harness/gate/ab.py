@@ -51,7 +51,8 @@ SHARE = 0.5
 # shifting one side of every pair alike, which no number of pairs from one process would reveal
 PROCESS_PAIRS = 2
 PER_ROUND = ("best_s", "round_median_s", "number_per_run", "samples_s", "normalised")
-BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+# Ctrl-C is the driver's to handle (it ends the workers): ignored before anything else is imported
+BOOT = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path.insert(0, sys.argv[1]); "
         "from harness.gate.ab import worker; worker(sys.argv[2] or None, sys.argv[3])")
 
 
@@ -129,6 +130,10 @@ def measure_ab(suite, device: str, ref_root: Path, rounds: int, slowdown: float 
             ref.close()
             cur.close()
         return merge([ref for ref, _ in results]), merge([cur for _, cur in results])
+    except BaseException:  # an interruption or a failure: the workers have nothing left to finish
+        for w in (w for pair in pairs for w in pair):
+            w.kill()
+        raise
     finally:
         for w in (w for pair in pairs for w in pair):
             w.close()
@@ -179,9 +184,11 @@ class _Worker:
 
     def __init__(self, label: str, kernels_from: Path | None):
         self.label, self.timed = label, None
+        # a session of its own: a terminal's Ctrl-C (sent to the foreground process group) reaches the
+        # driver alone, which ends the workers; they end too when the driver dies (their stdin closes)
         self.proc = subprocess.Popen([sys.executable, "-c", BOOT, str(harness_root()), str(kernels_from or ""),
                                       str(_cpu())],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
 
     def send(self, **msg) -> None:
         self.proc.stdin.write(json.dumps(msg) + "\n")
@@ -203,6 +210,11 @@ class _Worker:
     def call(self, **msg) -> dict:
         self.send(**msg)
         return self.reply()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
     def close(self) -> None:
         try:
@@ -255,6 +267,14 @@ def worker(kernels_from: str | None, cpu: str = "-1") -> None:
         sys.meta_path.insert(0, KernelsFrom(Path(kernels_from)))
     import torch  # noqa: F401  (both workers import it at once, before the driver's first message)
 
+    try:
+        _serve(proto, cpu)
+    except (BrokenPipeError, KeyboardInterrupt):  # the driver is gone: nobody to answer, nothing to report
+        os._exit(1)
+
+
+def _serve(proto, cpu: str) -> None:
+    """Answer the driver's messages on stdin until it closes it."""
     from harness.gate.measure import Side
 
     side = None

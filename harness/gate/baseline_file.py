@@ -7,13 +7,18 @@ unless --allow-dirty), the method (rounds, calibration id), the calibration's sa
 the code hash, settings, statistics and every raw sample.
 
 Every problem is a UserError (exit 2) naming the file and the field, with the command that
-re-records it: a missing or unreadable file, another format or calibration, a wrong type, a sample
-that is not a finite positive number, no cases.
+re-records it: a missing, unreadable or oversized file, a directory, damaged JSON (a duplicate key,
+nesting deeper than MAX_DEPTH: json.loads would recurse into a RecursionError), another format or
+calibration, a field this harness does not write (the file and every object the gate reads are
+closed; only `env` and `machine` are open), a wrong type, a sample that is not a finite positive
+number, no cases, sample lists whose lengths disagree with the rounds the file says it measured.
+`baseline --out FILE` is checked before anything is timed too (`check_out_file`).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,24 +26,46 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 from harness.core.errors import UserError
-from harness.gate.measure import CALIBRATION_ID, FORMAT, FORMAT_VERSION, ROUNDS, SLOWDOWN_ENV
+from harness.gate.measure import (CALIBRATION_ID, FORMAT, FORMAT_VERSION, MAX_ROUNDS, MIN_ROUNDS, ROUNDS,
+                                  SLOWDOWN_ENV)
+
+MAX_FILE_BYTES = 256 << 20  # kernels-ci.yaml's 20 cases x 10 rounds are 120 KB; 10,000 rounds ~120 MB
+MAX_DEPTH = 16  # a baseline nests 7 levels (calibration.<threads>.parts.<part>.samples_s[round][block])
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=False)]
+Count = Annotated[StrictInt, Field(ge=1)]
 Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{7,64}$")]
+Text = StrictStr | None
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _Closed(BaseModel):
+    """What this harness writes, and nothing else: a foreign field is a foreign or damaged file."""
+    model_config = ConfigDict(extra="forbid")
 
 
-class _Case(_Loose):
+class _Case(_Closed):
     status: Literal["ok", "capped", "failed", "missing", "skipped"]
     code_hash: StrictStr | None
     dtype: StrictStr
-    threads: Annotated[StrictInt, Field(ge=1)]
-    normalised: Annotated[list[Positive], Field(min_length=3)] | None = None
-    median_s: Positive | None = None
+    threads: Count
+    experiment: Text = None
+    family: Text = None
+    variant: Text = None
+    size: Text = None
+    baseline_variant: Text = None
+    min_run_time_s: Positive | None = None
+    error: Text = None
+    max_abs_err: NonNegative | None = None
+    tolerance: NonNegative | None = None
+    normalised: Annotated[list[Positive], Field(min_length=MIN_ROUNDS)] | None = None
     best_s: list[Positive] | None = None
+    round_median_s: list[Positive] | None = None
+    number_per_run: list[Count] | None = None
+    samples_s: list[Annotated[list[Positive], Field(min_length=1)]] | None = None
+    median_s: Positive | None = None
+    normalised_median: Positive | None = None
+    speedup: Positive | None = None
 
     @model_validator(mode="after")
     def _timed_when_ok(self):
@@ -49,23 +76,45 @@ class _Case(_Loose):
         return self
 
 
-class _Env(_Loose):
+class _Part(_Closed):
+    best_s: list[Positive]
+    round_median_s: list[Positive]
+    number_per_run: list[Count]
+    samples_s: list[Annotated[list[Positive], Field(min_length=1)]]
+
+
+class _Calibration(_Closed):
+    best_s: Annotated[list[Positive], Field(min_length=MIN_ROUNDS + 1)]  # a closing calibration ends the rounds
+    parts: dict[StrictStr, _Part]
+
+
+class _Env(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the environment it was recorded in: informative, grows
     git_commit: Hex | None = None
     git_dirty: StrictBool | None = None
 
 
-class _Method(_Loose):
-    rounds: Annotated[StrictInt, Field(ge=3)]
+class _Method(_Closed):
+    rounds: Annotated[StrictInt, Field(ge=MIN_ROUNDS, le=MAX_ROUNDS)]
     calibration: StrictStr
+    injected_slowdown: None = None  # `baseline` refuses to record a slowed tree
+    statistic: Text = None
 
 
-class _Baseline(_Loose):
+class _Baseline(_Closed):
+    format: Literal[FORMAT]
+    format_version: Literal[FORMAT_VERSION]
     suite: StrictStr
     device_class: StrictStr
     machine: dict[str, StrictStr | StrictInt | None]
     env: _Env
     method: _Method
+    calibration: dict[Annotated[str, Field(pattern=r"^[1-9][0-9]*$")], _Calibration]
     cases: Annotated[dict[str, _Case], Field(min_length=1)]
+    suite_file: Text = None
+    device: Text = None
+    created_at: Text = None
+    wall_s: NonNegative | None = None
 
 
 def record_baseline(suite_path: Path, out: Path, device: str, rounds: int = ROUNDS, allow_dirty: bool = False) -> int:
@@ -74,10 +123,12 @@ def record_baseline(suite_path: Path, out: Path, device: str, rounds: int = ROUN
     from harness.core import envinfo
     from harness.core.io import atomic_write_text
     from harness.gate.ab import harness_root
-    from harness.gate.measure import check_rounds, injected_slowdown, kernel_suite, measure_suite
+    from harness.gate.measure import check_rounds, device_class, injected_slowdown, kernel_suite, measure_suite
     from harness.gate.report import us
+    from harness.run import interrupt
 
     suite = kernel_suite(suite_path)
+    check_out_file(out, f"{suite.name}-{device_class(device)}.json")
     check_rounds(rounds)
     if injected_slowdown():
         raise UserError(f"{SLOWDOWN_ENV} is set: a baseline must be recorded on unchanged code; unset it")
@@ -95,22 +146,104 @@ def record_baseline(suite_path: Path, out: Path, device: str, rounds: int = ROUN
     if failed:
         print(f"{len(failed)} failed: no baseline written (a wrong or raising variant has no speed to keep)")
         return 1
-    atomic_write_text(out, dumps(doc))
+    try:
+        with interrupt.deferred():  # the whole file or none (the write is atomic; this keeps the line true)
+            atomic_write_text(out, dumps(doc))
+    except KeyboardInterrupt as e:
+        e.written = out
+        raise
     print(f"baseline of {len(doc['cases'])} cases ({doc['device_class']}, commit "
           f"{doc['env'].get('git_describe')}, {doc['wall_s']:.1f} s) -> {out}")
     return 0
 
 
-def load_baseline(path: Path, record_hint: str) -> dict:
-    """Read and validate a baseline file; every problem is a UserError that says what to do."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such baseline file; record one: {record_hint}")
+def check_out_file(out: Path, name: str = "kernels-cpu.json") -> None:
+    """`baseline --out FILE`: a file path this process can write, checked before anything is
+    timed. Refused: a directory or other non-file; a path below a file; a parent it cannot
+    create or write; an existing file that is not a baseline (it would be replaced; a baseline is
+    replaced, which is how one is re-recorded)."""
+    example = f"e.g. results/baselines/{name}"
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory; --out names the baseline file to write, e.g. {out / name}")
+    if out.exists() and not out.is_file():
+        raise UserError(f"--out {out}: exists and is not a regular file; give the baseline file to write, {example}")
+    existing = next(p for p in out.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a directory; give the baseline file to write, "
+                        f"{example}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
+    if out.exists():
+        try:
+            doc = read_json(out)
+        except UserError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise UserError(f"--out {out}: exists and is not a baseline file, and would be replaced; give a new "
+                            f"path or an existing baseline to re-record, or remove it first")
+
+
+def read_json(path: Path, hint: str = "") -> object:
+    """The JSON document in `path`, within MAX_FILE_BYTES and MAX_DEPTH, duplicate keys refused:
+    a UserError naming the file for anything else (`hint` appended where the content is wrong)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a baseline file (not readable JSON: {e}); record one: {record_hint}") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, the most a baseline file may be{hint}")
+    try:
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_unique)
+    except RecursionError:  # nested so deep that the parser gave up: what _deeper_than says of less
+        doc = _TOO_DEEP
+    except ValueError as e:  # JSON, UTF-8, a duplicate key, a number too long for Python
+        raise UserError(f"{path}: not a baseline file (not readable JSON: {str(e)[:200]}){hint}") from None
+    if doc is _TOO_DEEP or _deeper_than(doc, MAX_DEPTH):
+        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels, not a baseline file (one nests 7){hint}")
+    return doc
+
+
+_TOO_DEEP = object()
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup!r} in one object")
+    return doc
+
+
+def _deeper_than(doc: object, limit: int) -> bool:
+    """Whether lists and objects nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def load_baseline(path: Path, record_hint: str) -> dict:
+    """Read and validate a baseline file (`check --baseline FILE`); every problem is a UserError
+    that names the file and says what to do."""
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.json"))[:3]
+        raise UserError(f"--baseline {path}: is a directory; --baseline takes a baseline file that `baseline` wrote"
+                        + (f", e.g. {path / found[0]} (here: {', '.join(found)})" if found else
+                           f"; record one: {record_hint}"))
+    if not path.exists():
+        raise UserError(f"{path}: no such baseline file; record one: {record_hint}")
+    if not path.is_file():
+        raise UserError(f"--baseline {path}: not a regular file; give a baseline file that `baseline` wrote")
+    replace = f"; give a file that `baseline` wrote, or remove this one and record one: {record_hint}"
+    doc = read_json(path, replace)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UserError(f"{path}: not a harness baseline file (no \"format\": \"{FORMAT}\"); record one: {record_hint}")
+        raise UserError(f"{path}: not a harness baseline file (no \"format\": \"{FORMAT}\"){replace}")
     if doc.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: baseline format version {doc.get('format_version')}, this harness reads "
                         f"{FORMAT_VERSION}; re-record it with this harness: {record_hint}")
@@ -120,12 +253,37 @@ def load_baseline(path: Path, record_hint: str) -> dict:
                         f"{CALIBRATION_ID!r}; re-record it: {record_hint}")
     try:
         _Baseline.model_validate(doc)
+        problems = _inconsistent(doc)
     except ValidationError as e:
         problems = [f"{_loc(err['loc'])}: {_msg(err)}" for err in e.errors(include_url=False)]
+    if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"{path}: damaged baseline file: {'; '.join(problems[:3])}{more}; "
-                        f"re-record it: {record_hint}") from None
+                        f"re-record it: {record_hint}")
     return doc
+
+
+def _inconsistent(doc: dict) -> list[str]:
+    """What a valid-looking file gets wrong between its fields: every ok case and calibration has
+    one sample per round the method names (the tests' sample sizes are read from it), and the
+    calibration of every thread count its ok cases ran with."""
+    rounds, out = doc["method"]["rounds"], []
+    for key, case in doc["cases"].items():
+        if case["status"] != "ok":
+            continue
+        for field in ("normalised", "best_s", "round_median_s", "number_per_run", "samples_s"):
+            if case.get(field) is not None and len(case[field]) != rounds:
+                out.append(f"cases[{key!r}].{field}: {len(case[field])} rounds, method.rounds says {rounds}")
+        if str(case["threads"]) not in doc["calibration"]:
+            out.append(f"calibration: no entry for {case['threads']} thread(s), which cases[{key!r}] ran with")
+    for threads, cal in doc["calibration"].items():
+        lists = {"best_s": cal["best_s"], **{f"parts[{n!r}].{k}": v for n, p in cal["parts"].items()
+                                             for k, v in p.items()}}
+        for field, values in lists.items():
+            if len(values) != rounds + 1:
+                out.append(f"calibration[{threads!r}].{field}: {len(values)} samples, the {rounds} rounds and "
+                           f"the closing calibration make {rounds + 1}")
+    return out
 
 
 def differences(recorded: dict, here: dict) -> list[str]:
@@ -145,7 +303,7 @@ def _loc(loc: tuple) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i == 1 and loc[0] in ("cases", "machine"):
+        elif i == 1 and loc[0] in ("cases", "machine", "calibration"):
             out += f"[{part!r}]"
         else:
             out += f".{part}" if out else str(part)
@@ -156,6 +314,8 @@ def _msg(err: dict) -> str:
     value = err.get("input")
     if err["type"] == "missing":
         return "missing"
+    if err["type"] == "extra_forbidden":
+        return "not a field of a baseline file"
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite positive number"
     msg = err["msg"].removeprefix("Value error, ")

@@ -35,16 +35,28 @@ Both conditions are needed: the threshold alone fires on noise that happens to b
 median of 10 rounds on a loaded machine can move by 25%), the test alone fires on real but tiny,
 systematic differences between two processes (a 3-5% shift is "significant" with 10 rounds).
 Mann-Whitney needs no normality (timings are skewed) and uses the measured spread of both sides;
-with 10 rounds each its smallest possible p is 5e-6. A/B pairs the rounds: each case's two sides
+with 10 rounds each its smallest possible p is 9e-5 (scipy's normal approximation; with 8 rounds or
+fewer on one side its exact distribution, 1/C(n + m, n)). A/B pairs the rounds: each case's two sides
 are timed back to back (~10 ms apart, on one CPU), so the machine's drift, which on a shared VM
 moves every speed by 20-100% within a second and which a calibration timed a second away cannot
 follow, cancels in the per-round ratio; the sign test needs 22 of 30 pairs slower. The default
 threshold is per mode (DEFAULT_THRESHOLD): side by side on one machine a much smaller change is
 real than between a stored run and a later one (see the detection curve in docs/gate.md).
 
+A gate that can always say no: with too few rounds even a case 1000x slower in every round cannot
+reach p < ALPHA (the sign test's best over n pairs is 0.5^n; Mann-Whitney's over n rounds against
+the baseline's m, 1/C(n + m, n)), so it would only ever be ambiguous and the check would pass.
+Such a round count is refused before anything is timed (check_attainable, computed from the test
+itself: min_rounds): at least 7 pairs side by side, and against stored numbers 3 with a baseline
+of 7 rounds or more, 4 with 5 or 6, 5 with 4, 7 with 3. No extra rule fails a case "far beyond
+the threshold" whatever its p: above the minimum a slowdown seen in every round is significant,
+and such a rule would be a second, untested false-alarm path on a machine whose speed moves 2x.
+
 Exit codes: 0 every compared case passed; 1 a case regressed or failed, or no case was compared at
-all (a gate that compared nothing has checked nothing); 2 bad input (suite, flags, a damaged
-baseline file, another device class, a REV that is not a commit), before anything is timed.
+all (a gate that compared nothing has checked nothing); 2 bad input (suite, flags, a round count
+that could never be significant, a damaged baseline file, another device class, a REV that is not
+a commit, an --out it cannot write), before anything is timed; 130/143/129 interrupted by Ctrl-C,
+SIGTERM or SIGHUP (one line; nothing is written half).
 `check` writes <out>/<suite>-check/<UTC time>-<id>/check.md and check.json.
 """
 from __future__ import annotations
@@ -54,8 +66,8 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.core.errors import UserError
-from harness.gate.ab import measure_revision
-from harness.gate.measure import ROUNDS, SLOWDOWN_ENV, check_rounds, kernel_suite
+from harness.gate.ab import PROCESS_PAIRS, measure_revision
+from harness.gate.measure import MAX_ROUNDS, MIN_ROUNDS, ROUNDS, SLOWDOWN_ENV, check_rounds, kernel_suite
 from harness.gate.report import us
 
 ROUNDS_AB = 30  # pairs of half-budget times (harness.gate.ab.SHARE): the time of 15 full rounds; the sign test
@@ -74,7 +86,7 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
     """`harness check`: every input is checked first (exit 2), then the suite is measured (stored
     or A/B mode), compared, printed and written; exit 1 if a case regressed or failed, or none
     was compared."""
-    from harness.run import rundir
+    from harness.run import interrupt, rundir
     from harness.gate.measure import injected_slowdown
     from harness.core.io import atomic_write_json, atomic_write_text
 
@@ -87,31 +99,42 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
                         "numbers) or --against REV (side by side), one of the two")
     if stored and baseline_path is None:
         raise UserError("--stored compares with a baseline file's numbers: give --baseline FILE, not --against")
+    rundir.check_out_root(out_root)  # a results root it can write, before an hour of timing
     suite = kernel_suite(suite_path)
     slowdown = injected_slowdown()
-    base, flag = None, "--against"
+    base, flag, how = None, "--against", None
     if baseline_path is not None:
-        base, against = _stored_or_commit(suite, suite_path, baseline_path, device, stored)
+        base, against, how = _stored_or_commit(suite, suite_path, baseline_path, device, stored)
         flag = f"{baseline_path}: its commit"
-    if against is not None:
-        base, current = measure_revision(suite, device, against, flag, rounds or ROUNDS_AB, slowdown)
+    mode = "stored" if against is None else "ab"
+    rounds = rounds or (ROUNDS_AB if mode == "ab" else ROUNDS)
+    check_attainable(rounds, base["method"]["rounds"] if mode == "stored" else None, baseline_path)
+    if how:
+        print(how, flush=True)
+    if mode == "ab":
+        base, current = measure_revision(suite, device, against, flag, rounds, slowdown)
     else:
         from harness.gate.measure import measure_suite
 
-        current = measure_suite(suite, device, rounds or ROUNDS)
-    mode = "stored" if against is None else "ab"
+        current = measure_suite(suite, device, rounds)
     threshold = DEFAULT_THRESHOLD[mode] if threshold is None else threshold
     rows, gone = compare(base, current, threshold, mode)
     counts = _counts(rows)
     run = rundir.new(out_root, f"{suite.name}-check")
     from harness.gate.report import markdown
 
-    atomic_write_text(run.path / "check.md", markdown(rows, gone, base, current, baseline_path, threshold, mode,
-                                                      counts, ALPHA))
-    atomic_write_json(run.path / "check.json", {
-        "mode": mode, "threshold": threshold, "alpha": ALPHA, "baseline": baseline_path and str(baseline_path),
-        "against": base["env"].get("git_commit") if mode == "ab" else None, "summary": counts,
-        "cases": rows, "not_run": gone, "reference": base if mode == "ab" else None, "current": current})
+    try:
+        with interrupt.deferred():  # check.md and check.json both, or neither
+            atomic_write_text(run.path / "check.md", markdown(rows, gone, base, current, baseline_path, threshold,
+                                                              mode, counts, ALPHA))
+            atomic_write_json(run.path / "check.json", {
+                "mode": mode, "threshold": threshold, "alpha": ALPHA,
+                "baseline": baseline_path and str(baseline_path),
+                "against": base["env"].get("git_commit") if mode == "ab" else None, "summary": counts,
+                "cases": rows, "not_run": gone, "reference": base if mode == "ab" else None, "current": current})
+    except KeyboardInterrupt as e:
+        e.written = run.path  # the command's interruption line names it
+        raise
     for row in rows:
         print(line(row))
     if slowdown:
@@ -125,7 +148,7 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
         print(f"{counts['ambiguous']} ambiguous: beyond the threshold but not significant in "
               f"{current['method']['rounds']} rounds" + (" (or not in every pair of processes)" if mode == "ab" else "")
               + "; more rounds settle it: --rounds "
-              f"{3 * current['method']['rounds']}")
+              f"{min(3 * current['method']['rounds'], MAX_ROUNDS)}")
     if not compared:
         print("FAILED: no case was compared, so this check checked nothing (every case was not comparable "
               "or failed; see the reasons above)")
@@ -133,15 +156,16 @@ def run_check(suite_path: Path, out_root: Path, device: str, *, baseline_path: P
 
 
 def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str,
-                      stored: bool) -> tuple[dict, str | None]:
-    """The baseline document, and the commit to measure side by side with this tree: its own,
+                      stored: bool) -> tuple[dict, str | None, str]:
+    """The baseline document; the commit to measure side by side with this tree: its own,
     wherever it can be measured again (a clean commit of this repository), unless `stored` asks for
     its numbers; None to compare with its stored numbers, which only the machine that recorded them
-    may do. The console says which way, and why."""
+    may do; and the line that says which way, and why (printed once the rounds are checked)."""
     from harness.gate.baseline_file import differences, load_baseline
     from harness.gate.measure import device_class, speed_fingerprint
 
-    hint = f"python -m harness baseline {suite_path} --out {baseline_path}"
+    target = baseline_path / f"{suite.name}-{device_class(device)}.json" if baseline_path.is_dir() else baseline_path
+    hint = f"python -m harness baseline {suite_path} --out {target}"
     base = load_baseline(baseline_path, hint)
     if base["suite"] != suite.name:
         raise UserError(f"{baseline_path}: a baseline of suite {base['suite']!r}, not {suite.name!r}; give "
@@ -171,14 +195,12 @@ def _stored_or_commit(suite, suite_path: Path, baseline_path: Path, device: str,
                            f"cannot be measured again; record a baseline here from a clean tree ({hint}), or "
                            f"compare with --against REV"))
     if stored or not measurable:
-        print("comparing with its stored numbers (recorded on this machine"
-              + ("" if stored else f"; its commit cannot be measured again: recorded "
-                 f"{'from a dirty tree' if commit else 'outside git'}")
-              + ("); the cases they cannot judge are not comparable" if reasons else ")"), flush=True)
-        return base, None
-    print(f"measuring its commit {commit[:12]} side by side with this tree (A/B; --stored compares with its "
-          f"stored numbers instead, on the machine that recorded them)", flush=True)
-    return base, commit
+        return base, None, ("comparing with its stored numbers (recorded on this machine"
+                            + ("" if stored else f"; its commit cannot be measured again: recorded "
+                               f"{'from a dirty tree' if commit else 'outside git'}")
+                            + ("); the cases they cannot judge are not comparable" if reasons else ")"))
+    return base, commit, (f"measuring its commit {commit[:12]} side by side with this tree (A/B; --stored compares "
+                          f"with its stored numbers instead, on the machine that recorded them)")
 
 
 def _current_cases(suite) -> dict:
@@ -224,29 +246,68 @@ def judge(base: Sequence[float], current: Sequence[float], threshold: float = DE
     the code moves every pair of processes alike; a process's own luck (where its tensors and code
     landed, a few % for small kernels) moves one, and with 30 pairs that alone can be
     "significant" (found by CI: an unchanged case judged 5 % slower, p 0.0007)."""
+    ratios = [c / b for b, c in zip(base, current)] if paired else None
+    ratio = statistics.median(ratios) if paired else statistics.median(current) / statistics.median(base)
+    blocks = [statistics.median(ratios[n * len(ratios) // groups:(n + 1) * len(ratios) // groups])
+              for n in range(groups)] if paired and groups > 1 and len(ratios) >= groups else [ratio]
+    if ratio > 1 + threshold:
+        p = p_value(base, current, paired, "greater")
+        return ratio, p, "regressed" if p < alpha and min(blocks) > 1 + threshold else "ambiguous"
+    if ratio < 1 / (1 + threshold):
+        p = p_value(base, current, paired, "less")
+        return ratio, p, "faster" if p < alpha and max(blocks) < 1 / (1 + threshold) else "ambiguous"
+    return ratio, p_value(base, current, paired, "greater"), "ok"
+
+
+def p_value(base: Sequence[float], current: Sequence[float], paired: bool, alternative: str) -> float:
+    """The one-sided p-value `judge` uses: paired, a sign test of the per-round ratios (rounds with
+    a ratio of exactly 1 carry no sign and are left out); unpaired, Mann-Whitney U (scipy's exact
+    distribution for small samples without ties, else the normal approximation)."""
     from scipy.stats import binomtest, mannwhitneyu
 
     if paired:
         ratios = [c / b for b, c in zip(base, current)]
-        ratio = statistics.median(ratios)
         slower, differ = sum(r > 1 for r in ratios), sum(r != 1 for r in ratios)
+        return float(binomtest(slower, differ, 0.5, alternative=alternative).pvalue) if differ else 1.0
+    return float(mannwhitneyu(current, base, alternative=alternative).pvalue)
 
-        def test(alternative: str) -> float:
-            return float(binomtest(slower, differ, 0.5, alternative=alternative).pvalue) if differ else 1.0
+
+def smallest_p(rounds: int, baseline_rounds: int | None = None) -> float:
+    """The smallest p-value `judge` can reach with these sample sizes, whatever the slowdown: every
+    round of the current side slower than its pair (side by side, baseline_rounds None: 0.5^rounds),
+    or than every round of the baseline (stored: 1/C(rounds + baseline_rounds, rounds) where scipy
+    uses the exact distribution, else what its normal approximation gives)."""
+    if baseline_rounds is None:
+        return p_value([1.0] * rounds, [2.0] * rounds, True, "greater")
+    base = [1 + i / (2 * baseline_rounds) for i in range(baseline_rounds)]  # distinct: no ties
+    return p_value(base, [2.0 + i for i in range(rounds)], False, "greater")
+
+
+def min_rounds(baseline_rounds: int | None = None, alpha: float = ALPHA) -> int:
+    """The fewest rounds with which a slowdown can be significant (smallest_p < alpha); side by
+    side also one round per pair of processes at least (each pair's own median is asked)."""
+    floor = MIN_ROUNDS if baseline_rounds is not None else max(MIN_ROUNDS, PROCESS_PAIRS)
+    return next((n for n in range(floor, MAX_ROUNDS + 1) if smallest_p(n, baseline_rounds) < alpha), MAX_ROUNDS + 1)
+
+
+def check_attainable(rounds: int, baseline_rounds: int | None, baseline_path: Path | None = None) -> None:
+    """Refuse a round count with which the check could never fail (exit 2, before anything is
+    timed): below min_rounds even a case 1000x slower in every round would only be ambiguous."""
+    need = min_rounds(baseline_rounds)
+    if rounds >= need:
+        return
+    p = smallest_p(rounds, baseline_rounds)
+    if baseline_rounds is None:
+        why = (f"side by side, the sign test over {rounds} pairs reaches p = {p:.3g} at best (every pair slower: "
+               f"0.5^{rounds})")
+        default = ROUNDS_AB
     else:
-        ratio = statistics.median(current) / statistics.median(base)
-
-        def test(alternative: str) -> float:
-            return float(mannwhitneyu(current, base, alternative=alternative).pvalue)
-    blocks = [statistics.median(ratios[n * len(ratios) // groups:(n + 1) * len(ratios) // groups])
-              for n in range(groups)] if paired and groups > 1 and len(ratios) >= groups else [ratio]
-    if ratio > 1 + threshold:
-        p = test("greater")
-        return ratio, p, "regressed" if p < alpha and min(blocks) > 1 + threshold else "ambiguous"
-    if ratio < 1 / (1 + threshold):
-        p = test("less")
-        return ratio, p, "faster" if p < alpha and max(blocks) < 1 / (1 + threshold) else "ambiguous"
-    return ratio, test("greater"), "ok"
+        why = (f"against the {baseline_rounds} rounds of {baseline_path or 'the baseline'}, Mann-Whitney U reaches "
+               f"p = {p:.3g} at best (every round slower than every round of the baseline)")
+        default = ROUNDS
+    raise UserError(f"--rounds {rounds}: {why}, never below alpha {ALPHA}, so no slowdown could fail the check; "
+                    f"give --rounds {need} or more (default {default})"
+                    + ("" if baseline_rounds is None else ", or record the baseline with more rounds"))
 
 
 def compare(base: dict, current: dict, threshold: float, mode: str = "stored") -> tuple[list[dict], list[str]]:

@@ -55,6 +55,8 @@ from harness.gate.machine import device_class, speed_fingerprint
 
 FORMAT, FORMAT_VERSION = "harness-kernel-baseline", 2
 ROUNDS = 10
+MIN_ROUNDS, MAX_ROUNDS = 3, 10_000  # a median and a test need several rounds; whether a test can reach its
+#                                     significance with them is harness.gate.check.min_rounds
 CALIBRATION_ID = "geomean(mm128, conv16x32x32k3, maxpool2x16x30x30)-v1"
 CALIBRATION_RUN_TIME_S = 0.02  # per round, like the cases of kernels-ci.yaml: ~20 blocks of 1 ms
 SLOWDOWN_ENV = "HARNESS_REGRESS_SLOWDOWN"
@@ -68,8 +70,8 @@ def injected_slowdown() -> float | None:
         factor = float(raw)
     except ValueError:
         factor = math.nan
-    if not factor >= 1:
-        raise UserError(f"{SLOWDOWN_ENV}={raw}: give a factor >= 1 (e.g. 1.5), or unset it")
+    if not (factor >= 1 and math.isfinite(factor)):  # inf would busy-wait forever
+        raise UserError(f"{SLOWDOWN_ENV}={raw}: give a finite factor >= 1 (e.g. 1.5), or unset it")
     return factor
 
 
@@ -321,5 +323,6 @@ def kernel_suite(suite_path: Path):
 
 
 def check_rounds(rounds: int) -> None:
-    if not 3 <= rounds <= 10_000:
-        raise UserError(f"--rounds {rounds}: at least 3 (a median and a test need several rounds), e.g. 10")
+    if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
+        raise UserError(f"--rounds {rounds}: from {MIN_ROUNDS} (a median and a test need several rounds) to "
+                        f"{MAX_ROUNDS:,}, e.g. {ROUNDS}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -33,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness.core.errors import UserError
 
 LOADS = {"spin": "while True: pass",
          "matmul": "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True: a @ a"}
@@ -58,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--out", type=Path, help="where the checks write (default: a new temporary directory)")
     args = p.parse_args(argv)
+    try:
+        levels = _check_args(args)
+    except UserError as e:  # every input before the first check (or baseline) is timed: exit 2, no traceback
+        p.error(str(e))
     threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLD[args.mode]
-    levels = [float(x) for x in args.slowdowns.split(",") if x.strip()]
     out = args.out or Path(tempfile.mkdtemp(prefix="regress-study-"))
     out.mkdir(parents=True, exist_ok=True)
     other = ["--against", args.against]
@@ -98,6 +104,39 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(summary, table))
     print(f"-> {out / 'study.json'}")
     return 0 if aim else 1
+
+
+def _check_args(args) -> list[float]:
+    """The slowdowns in %, after every argument is checked the way `check` would (UserError): a
+    study whose checks cannot fail, or that runs none, measures nothing."""
+    from harness.gate.baseline_file import load_baseline
+    from harness.gate.check import check_attainable
+    from harness.gate.measure import check_rounds
+
+    try:
+        levels = [float(x) for x in args.slowdowns.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--slowdowns {args.slowdowns}: slowdowns in %, comma-separated, e.g. 2,5,10,25,50") from None
+    if not all(0 < x <= 10_000 and math.isfinite(x) for x in levels):
+        raise UserError(f"--slowdowns {args.slowdowns}: each a slowdown in % above 0 (at most 10000), e.g. 2,5,10")
+    if args.unchanged < 1 or args.per_level < 0 or args.load < 0:
+        raise UserError("--unchanged N (at least 1: the false alarms), --per-level N and --load K (0 or more)")
+    if args.threshold is not None and not 0 < args.threshold < 10:
+        raise UserError(f"--threshold {args.threshold}: a fraction > 0, e.g. 0.25 for 25% slower")
+    if args.baseline is not None and args.mode != "stored":
+        raise UserError("--baseline FILE is the stored numbers of --mode stored; --mode ab compares with --against")
+    baseline_rounds = None
+    if args.mode == "stored":  # the baseline given, or the one recorded first with `baseline`'s default rounds
+        from harness.gate.measure import ROUNDS
+
+        baseline_rounds = ROUNDS if args.baseline is None else load_baseline(
+            args.baseline, f"python -m harness baseline {args.suite} --out {args.baseline}")["method"]["rounds"]
+    if args.rounds is not None:
+        check_rounds(args.rounds)
+        check_attainable(args.rounds, baseline_rounds, args.baseline)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a file, not a directory; give a directory for the checks' results")
+    return levels
 
 
 def _one_check(args, other: list[str], threshold: float, out: Path, level: float) -> dict:
