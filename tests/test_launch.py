@@ -130,3 +130,46 @@ def test_an_interrupted_launch_cancels_its_shards_and_resume_continues_them(tmp_
     for i in (0, 1):  # continued (run --resume of its run directory), not started over
         assert len(list((launch / "shards" / str(i) / "tinylaunch").iterdir())) == 1
     assert list(results.load(launch)["experiment"]) == ["lenet[seed=0]", "lenet[seed=1]", "lenet[seed=2]"]
+
+
+def test_a_shard_killed_during_launch_has_its_mlflow_runs_ended_killed(tmp_path, mlflow_uri):
+    """A shard's process killed outright (SIGKILL: no `close` in its journal): the launcher, which sees it
+    gone, ends its parent and child runs KILLED when it syncs, and `launch --resume` finishes them."""
+    from mlflow.tracking import MlflowClient
+
+    suite = write_suite(tmp_path / "s.yaml", LENET.replace("epochs: 1", "epochs: 30"))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", str(suite), "--shards", "2",
+                                 "--device", "cpu", "--out", str(out), "--tracking-uri", mlflow_uri],
+                                cwd=REPO, env=env, stderr=err, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        journals = []
+        while not any('"start_child"' in j.read_text() for j in journals):  # shard 0 is inside its first task
+            assert proc.poll() is None and time.monotonic() < deadline, "shard 0 never started a task"
+            time.sleep(0.2)
+            journals = list((out / "tinylaunch").glob("*-launch-*/shards/0/tinylaunch/*/tracking.jsonl"))
+        launch = launch_dir(out)
+        handle = json.loads((launch / "launch.json").read_text())["jobs"][0]["handle"]
+        os.killpg(int(handle.split(":")[0]), signal.SIGKILL)
+        assert proc.wait(timeout=300) == 1
+    stderr = (tmp_path / "stderr").read_text()
+    assert "shard 0/2 did not finish (failed, exit status -9)" in stderr and "Traceback" not in stderr, stderr
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("tinylaunch").experiment_id
+    runs = client.search_runs([experiment])
+    parents = {x.data.tags["shard"]: x.info.run_id for x in runs if "mlflow.parentRunId" not in x.data.tags}
+    by_shard = {s: [x for x in runs if parents[s] in (x.info.run_id, x.data.tags.get("mlflow.parentRunId"))]
+                for s in ("0/2", "1/2")}
+    assert {x.info.status for x in by_shard["0/2"]} == {"KILLED"} and len(by_shard["0/2"]) == 2, \
+        [(x.info.run_name, x.info.status) for x in runs]  # the parent and the child that was running
+    assert all(x.info.end_time for x in by_shard["0/2"])
+    assert {x.info.status for x in by_shard["1/2"]} == {"FINISHED"}
+    assert '"op": "close"' in journals[0].read_text()  # later syncs of the run directory see it too
+
+    r = run_cli("launch", "--resume", launch)
+    assert r.returncode == 0, r.stderr
+    runs = client.search_runs([experiment])
+    assert len(runs) == 5 and {x.info.status for x in runs} == {"FINISHED"}, \
+        [(x.info.run_name, x.info.status) for x in runs]

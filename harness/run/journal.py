@@ -42,6 +42,39 @@ def is_offline(run_id: str) -> bool:
     return run_id.startswith(OFFLINE)
 
 
+def open_runs(records: list[dict]) -> list[str]:
+    """The ids of the runs still open after `records` (a journal as `read` returns it)."""
+    open_ids: dict[str, None] = {}
+    for r in records:
+        if r["op"] in ("start", "start_child", "resume", "resume_child"):
+            open_ids[r["id"]] = None
+        elif r["op"] == "end":
+            open_ids.pop(r["id"], None)
+        elif r["op"] == "close":
+            open_ids.clear()
+    return list(open_ids)
+
+
+def close_dead(run_dir: Path) -> bool:
+    """The `close` a run's process would have written, for one known to be dead (killed outright, so
+    its journal ends with runs open): appended now, so that every sync ends those runs KILLED. A
+    last line cut short by the kill (which the reader drops) is cut off first. False, and nothing
+    written, when no run is open or the journal is not readable (sync says why later)."""
+    path = Path(run_dir) / FILE
+    try:
+        if not open_runs(read(run_dir)):
+            return False
+        data = path.read_bytes()
+    except (OSError, ValueError):
+        return False
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"op": "close", "t": _now_ms(), "id": ""}) + "\n")
+    return True
+
+
 class Journal:
     """A tracker that appends each call to `<run_dir>/tracking.jsonl`, then passes it on to `inner`.
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from harness.core.errors import UserError
-from harness.run import interrupt, results
+from harness.run import interrupt, journal, results
 from harness.scale import merge as merging
 from harness.scale.launchers.base import ENDED, ShardJob, get_launcher
 from harness.scale.progress import Display, rows_done
@@ -140,6 +140,7 @@ def resume(launch_dir: Path, tracking_uri: str | None = None) -> int:
         elif job.get("handle") and launcher.state(job["handle"]) in ("pending", "running"):
             job["state"] = "running"  # still going (the launching process died, the shard did not): watch it
         else:
+            _close_if_dead(job, suite.name)  # gone while no launcher watched it
             todo.append(job["index"])
     kept = len(jobs) - len(todo)
     print(f"launch --resume {launch_dir}: resubmitting {len(todo)} shard(s) "
@@ -185,8 +186,11 @@ def _watch(launch_dir: Path, state: dict, launcher, suite_name: str, totals: lis
             lines = []
             for job in state["jobs"]:
                 if job["state"] != "finished":
+                    before = job["state"]
                     job["state"] = launcher.state(job["handle"]) if job.get("handle") else "unknown"
                     job["exit_code"] = getattr(launcher, "exit_code", lambda h: None)(job["handle"])
+                    if job["state"] in ENDED and before not in ENDED:
+                        _close_if_dead(job, suite_name)
                 lines.append((f"{job['index']}/{state['shards']}", job["state"],
                               rows_done(_run_dir(job, suite_name)), totals[job["index"]],
                               str(Path(job["log"]).relative_to(launch_dir))))
@@ -197,6 +201,18 @@ def _watch(launch_dir: Path, state: dict, launcher, suite_name: str, totals: lis
             time.sleep(POLL_S)
     finally:
         display.close()
+
+
+def _close_if_dead(job: dict, suite_name: str) -> None:
+    """A shard whose process is gone without finishing (killed outright: no `close` in its journal):
+    its open runs are closed in its journal for it, so the sync ends them KILLED, not RUNNING."""
+    run_dir = _run_dir(job, suite_name)
+    try:
+        if run_dir is None or merging.read_shard(run_dir).finished:
+            return
+    except UserError:  # damaged: the merge names it
+        return
+    journal.close_dead(run_dir)
 
 
 def _cancel(launch_dir: Path, state: dict, launcher) -> None:
