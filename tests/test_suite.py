@@ -123,7 +123,8 @@ BAD_SUITES = {
     "model_args_wrong_type": ("suite: s\nexperiments:\n  - {name: x, kind: train, model: resnext, resize: [32, 32], "
                               "model_args: {groups: many}}\n",
                               ['bad.yaml: experiments[0].model_args: model resnext cannot be built with model_args '
-                               '{"groups": "many"}: TypeError: ']),
+                               '{"groups": "many"}: model \'resnext\': groups must be a positive integer and bot_mul a positive '
+                               "number; got groups='many', bot_mul=1.0"]),
     "resize_too_small_for_vgg": ("suite: s\nexperiments:\n  - {name: v, kind: train, model: vgg}\n",
                                  ["bad.yaml: experiments[0].resize: model vgg cannot take 28x28 (the default without "
                                   "resize) images in batches of 128: RuntimeError: ", "Output size is too small"]),
@@ -131,6 +132,21 @@ BAD_SUITES = {
                                  "resize: [8, 8]}\n",
                                  ["bad.yaml: experiments[0].resize: model resnet18 cannot take 8x8 images in batches "
                                   "of 1: a BatchNorm layer would see one value per channel in training"]),
+    "model_a_million_layers": ("suite: s\nexperiments:\n  - {name: v, kind: train, model: vgg, resize: [32, 32], "
+                               "batch_size: 2, model_args: {arch: [[1000000, 16]]}}\n",
+                               ['bad.yaml: experiments[0].model_args: model vgg with model_args {"arch": '
+                                '[[1000000, 16]]} has 1,000,003 layers (convolutions and linear layers), more than '
+                                "the 1,000 a suite may build (the deepest registered here, resnext, has 29)"]),
+    "model_args_over_memory": ("suite: s\nexperiments:\n  - {name: v, kind: train, model: vgg, resize: [32, 32], "
+                               "batch_size: 2, model_args: {arch: [[2, 1000000]]}}\n"
+                               "  - {name: r, kind: train, model: resnext, resize: [32, 32], model_args: "
+                               "{bot_mul: 100000}}\n",
+                               ["bad.yaml: experiments[0].model_args: a training step of model vgg "
+                                "(10,048,603,826,378 parameters) on batches of 2 at 32x32 needs about 73.1 TiB "
+                                "(activations kept for backward, weights and gradients, fp32), more than this "
+                                "machine's", "of memory; use a smaller resize, batch_size or model_args",
+                                "bad.yaml: experiments[1].model_args: a training step of model resnext "
+                                "(150,860,988,938 parameters) on batches of 128"]),
     "train_batch_over_memory": ("suite: s\nexperiments:\n  - {name: t, kind: train, model: lenet, "
                                 "resize: [100000, 100000]}\n",
                                 ["bad.yaml: experiments[0].resize: one batch of 128 images at 100000x100000 needs "
