@@ -236,6 +236,7 @@ def _fill_run_ids(run_dir: Path, table, by_name: dict[str, str]) -> None:
 def sync_paths(paths: list[Path], tracking_uri: str | None, out: Path) -> None:
     """`harness sync`: every run directory under `paths` (all checked before anything is logged)
     into the store, one line each."""
+    rundir.check_out(out, "dir", example="results/")  # its mlflow.db and mlartifacts/: never in a run directory
     plans = [check_run_dir(run_dir) for run_dir in find_run_dirs(paths)]  # before the store is touched
     from harness.track.tracking import MlflowTracker, default_tracking_uri
 
