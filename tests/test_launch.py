@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from conftest import REPO, run_cli, write_suite
@@ -173,3 +175,43 @@ def test_a_shard_killed_during_launch_has_its_mlflow_runs_ended_killed(tmp_path,
     runs = client.search_runs([experiment])
     assert len(runs) == 5 and {x.info.status for x in runs} == {"FINISHED"}, \
         [(x.info.run_name, x.info.status) for x in runs]
+
+
+def test_sigterm_during_the_final_sync_leaves_nothing_running_and_names_the_resume(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    suite = write_suite(tmp_path / "s.yaml", LENET.replace("matrix: {seed: [0, 1, 2]}", "matrix: {seed: [0, 1]}"))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", str(suite), "--shards", "2",
+                                 "--device", "cpu", "--out", str(out), "--tracking-uri", mlflow_uri],
+                                cwd=REPO, env=env, stderr=err, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+
+        def syncing() -> bool:  # the shards are done and the launcher's sync has created a run
+            try:
+                with closing(sqlite3.connect(mlflow_uri.removeprefix("sqlite:///"), timeout=0.1)) as db:
+                    return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+            except sqlite3.OperationalError:  # locked by the writer this instant
+                return False
+
+        while not syncing():
+            assert proc.poll() is None and time.monotonic() < deadline, "the launch never synced"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    stderr = (tmp_path / "stderr").read_text()
+    launch = launch_dir(out)
+    assert f"python -m harness launch --resume {launch}" in stderr and "Traceback" not in stderr, stderr
+    assert json.loads((launch / "launch.json").read_text())["status"] == "interrupted"
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("tinylaunch")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    assert "RUNNING" not in {x.info.status for x in runs}, [(x.info.run_name, x.info.status) for x in runs]
+
+    r = run_cli("launch", "--resume", launch)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((launch / "launch.json").read_text())["status"] == "done"
+    runs = client.search_runs([client.get_experiment_by_name("tinylaunch").experiment_id])
+    assert len(runs) == 4 and {x.info.status for x in runs} == {"FINISHED"}

@@ -459,7 +459,8 @@ def test_check_out_that_is_a_file_is_refused_before_anything_is_timed(tmp_path, 
     path = tmp_path / "b.json"
     path.write_text(json.dumps(doc({"k": case()})))
     assert check_main(capsys, suite, "--baseline", path, "--stored", "--device", "cpu", "--out", suite) == (
-        2, f"error: --out {suite}: is a file, not a directory; give a results directory (default: results/)")
+        2, f"error: --out {suite}: is a file, not a directory; give a results root, which gets a new run directory "
+           f"<suite>/<UTC time>-<id> (e.g. results/)")
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "0.5"])

@@ -29,7 +29,9 @@ def add(sub) -> None:
                                          "and report; exit 1 naming a missing or unfinished shard")
     merge.add_argument("paths", nargs="+", type=Path, metavar="DIR", help="shard run directories, or folders of them")
     merge.add_argument("--out", type=Path, metavar="DIR",
-                       help="directory to write into (default: results/<suite>/<UTC time>-merged-<id>/)")
+                       help="a results root, which gets a new run directory <suite>/<UTC time>-merged-<id>/ "
+                            "(default: results/), or a new path to write the merged run into; never an existing "
+                            "run directory")
 
 
 def cmd_launch(args) -> int:
@@ -39,9 +41,13 @@ def cmd_launch(args) -> int:
 
 
 def cmd_merge(args) -> int:
+    from harness.run.rundir import check_out
     from harness.scale import merge
 
-    outcome = merge.merge(args.paths, args.out)
+    out = args.out or Path("results")
+    check_out(out, "run")  # before anything is read or written
+    new_path = args.out is not None and not out.exists()  # else a results root: a new run directory below it
+    outcome = merge.merge(args.paths, out if new_path else None, out_root=out)
     for problem in outcome.problems():
         print(f"error: {problem}", file=sys.stderr)
     print(f"{outcome.rows} rows from {outcome.count - len(outcome.missing)} of {outcome.count} shards "

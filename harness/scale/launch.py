@@ -176,7 +176,16 @@ def _run(launch_dir: Path, state: dict, launcher, suite, todo: list[int], uri: s
         raise interrupt.as_interrupted(e)
     finally:
         launcher.close()
-    return _finish(launch_dir, state, suite.name, uri)
+    try:
+        return _finish(launch_dir, state, suite.name, uri)
+    except KeyboardInterrupt as e:  # the shards have ended: only the merge or the sync was cut short
+        with interrupt.deferred(reraise=False):
+            state["status"] = "interrupted"
+            _save(launch_dir, state)
+        print(f"interrupted while merging and syncing the shards (they ended; MLflow runs the sync opened "
+              f"ended KILLED). Finish with:\n"
+              f"  python -m harness launch --resume {shlex.quote(str(launch_dir))}", file=sys.stderr)
+        raise interrupt.as_interrupted(e)
 
 
 def _watch(launch_dir: Path, state: dict, launcher, suite_name: str, totals: list[int]) -> None:

@@ -17,8 +17,11 @@ def report_runs(paths, suite: str | None, since: str | None, fmt: str, by: str |
     """`harness report`: the runs (results files under `paths`, or the MLflow store), reported;
     the text itself, or (with `out`) written there and a line saying so."""
     from harness.core.io import atomic_write_text
+    from harness.run.rundir import check_out
     from harness.views import compare
 
+    if out is not None:
+        check_out(out, "file", example=f"report.{fmt}")  # never into a run directory, before anything is read
     if from_mlflow:
         from harness.views.ui import store_uri
 
