@@ -96,6 +96,7 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_run(tmp_path, dat
     df, ref = results.load(run_dir).set_index("experiment"), results.load(whole_dir).set_index("experiment")
     for exp in ("first", "second"):
         assert df.loc[exp, "fingerprint"] == ref.loc[exp, "fingerprint"], exp
+        assert df.loc[exp, "epoch_fingerprints"] == ref.loc[exp, "epoch_fingerprints"], exp  # epoch 1's kept
     assert _steps_without_times(run_dir) == _steps_without_times(whole_dir)
     runs = _runs(mlflow_uri, "rel")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}  # continued, not duplicated
