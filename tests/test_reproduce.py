@@ -151,6 +151,51 @@ def test_reproduce_epochs_n_is_bitwise_only_when_the_weights_after_epoch_n_are_e
         assert "0 of 1 strict experiment(s) reproduced bitwise" in other.stdout
 
 
+BROKEN_PLUGIN = """
+from harness.kernels import KERNELS
+
+
+@KERNELS.get("corr2d").variant("broken")
+def broken(case, X, K):
+    raise RuntimeError("broken on purpose")
+"""
+
+
+def test_failed_and_diverged_rows_reproduced_are_failures_as_recorded_not_timings(tmp_path):
+    """A kernel experiment failing both times and a learned kernel diverging both times: failed and
+    diverged as recorded (exit 1), not "every row ran as recorded; no timed rows", and no claim that a
+    recorded difference explains a divergence."""
+    (tmp_path / "broken_plugin.py").write_text(BROKEN_PLUGIN)
+    write_suite(tmp_path / "fd.yaml", """
+        suite: fd
+        defaults: {min_run_time_s: 0.01, threads: 1}
+        experiments:
+          - {name: k, kind: kernel, kernel: corr2d, variants: [broken], sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
+          - {name: hot, kind: learn_kernel, lr: 1e6}
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "HARNESS_PLUGINS": "broken_plugin", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    proc = cli("run", "fd.yaml", "--no-tracking", "--device", "cpu", "--out", tmp_path / "r")
+    assert proc.returncode == 1 and "2 rows, 2 failed or diverged" in proc.stdout, proc.stdout + proc.stderr
+    (run_dir,) = (tmp_path / "r" / "fd").iterdir()
+    proc = cli("reproduce", run_dir, "--no-tracking", "--out", tmp_path / "again")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "k           strict  failed as recorded: 1 of 1 row(s) failed again (broken in=8x8 k=2x2; first error: " \
+           "RuntimeError: broken on purpose); no row was timed both times" in out
+    assert "compared: timings: none (no row was timed both times)" in out
+    assert "hot         strict  diverged as recorded: diverged again (loss became inf at iteration 4 of 10" in out
+    assert "the same error as recorded" in out
+    assert "no timed rows" not in out and "explains it" not in out
+    assert "0 of 2 strict experiment(s) reproduced bitwise (2 failed or diverged as recorded: a failure, " \
+           "not a reproduction)" in out
+
+
 def test_bad_input_is_exit_2_with_one_message_and_nothing_created(recorded, tmp_path):
     run_dir, uri, _ = recorded
     empty = tmp_path / "empty"
@@ -292,6 +337,15 @@ def test_failed_rows_are_failures():
     env = {"torch": "2.0"}
     failed = verdict.judge(_rows(), _rows(status="failed", error="boom"), _trace(), None, env, env)
     assert failed[0].verdict == "different" and "recorded ok, now failed (boom)" in failed[0].detail
+    boom = _rows(status="diverged", error="loss became nan in epoch 2")
+    again = verdict.judge(boom, boom, _trace(), _trace(), env, env)
+    assert again[0].verdict == "diverged as recorded" and not again[0].reproduced
+    assert again[0].detail == "diverged again (loss became nan in epoch 2); the same error as recorded; " \
+                              "the weights bitwise identical" and verdict.exit_code(again, False) == 1
+    other = verdict.judge(boom, boom.assign(fingerprint="bbbb"), _trace(), _trace(), env, env)
+    assert other[0].detail.endswith("; fingerprint aaaa -> bbbb")
+    text = verdict.format_verdicts(again, "old", "new")
+    assert "explains it" not in text and "differs: no recorded setting" in text
     same = verdict.judge(_rows(), _rows(), _trace(), _trace(), env, env)
     assert verdict.exit_code(same, rerun_failed=True) == 1
 

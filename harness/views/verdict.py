@@ -38,7 +38,7 @@ IDENTICAL, TOLERANT, DIFFERENT = "bitwise identical", "equal within tolerance", 
 class Verdict:
     experiment: str
     mode: str  # strict | fast
-    verdict: str  # IDENTICAL | TOLERANT | DIFFERENT | "not comparable" | "timings" | "failed"
+    verdict: str  # IDENTICAL | TOLERANT | DIFFERENT | "not comparable" | "timings" | "<status> as recorded"
     detail: str
     compared: list[str] = field(default_factory=list)  # what was compared, one line each ("weights: ...")
     causes: list[str] = field(default_factory=list)  # every recorded difference, whatever the verdict
@@ -71,11 +71,23 @@ def judge(old, new, old_steps, new_steps, old_env: dict, new_env: dict) -> list[
 
 
 def _failed(exp: str, o: dict, n: dict) -> Verdict | None:
+    """A row that did not end ok on either side: failed or diverged as recorded (the same status), or
+    different (another status); None when both are ok."""
     if o["status"] == n["status"] == "ok":
         return None
-    said = f"recorded {o['status']}, now {n['status']}" + (f" ({n['error']})" if _has(n.get("error")) else "")
-    return Verdict(exp, n["determinism"], DIFFERENT if o["status"] != n["status"] else "failed", said,
-                   ["status: a row that did not finish ok has nothing else to compare"])
+    now = f" ({n['error']})" if _has(n.get("error")) else ""
+    if o["status"] != n["status"]:
+        return Verdict(exp, n["determinism"], DIFFERENT, f"recorded {o['status']}, now {n['status']}{now}",
+                       ["status: the row's status and error"])
+    same = str(o.get("error")) == str(n.get("error"))
+    detail = (f"{n['status']} again{now}; " + ("the same error as recorded" if same else
+                                                 f"recorded: {o.get('error') if _has(o.get('error')) else '?'}"))
+    compared = ["status: the row's status and error"]
+    if n["status"] == "diverged" and n.get("kind") == "train":  # a diverged training still has its weights
+        compared.append("weights: the fingerprint at the divergence")
+        detail += ("; the weights bitwise identical" if _has(o.get("fingerprint")) and o.get("fingerprint") ==
+                   n.get("fingerprint") else f"; fingerprint {o.get('fingerprint')} -> {n.get('fingerprint')}")
+    return Verdict(exp, n["determinism"], f"{n['status']} as recorded", detail, compared)
 
 
 def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verdict:
@@ -170,20 +182,37 @@ def _learned(exp: str, o: dict, n: dict) -> Verdict:
 
 
 def _timings(exp: str, o: list[dict], n: list[dict]) -> Verdict:
+    """Each row's status, and the median times of the rows timed both times."""
     before = {(r["variant"], r["size"]): r for r in o}
-    changed = [f"{r['variant']} {r['size']}: {before[(r['variant'], r['size'])]['status']} -> {r['status']}"
-               for r in n if (r["variant"], r["size"]) in before and before[(r["variant"], r["size"])]["status"] != r["status"]]
-    ratios = sorted(r["time_median_s"] / before[(r["variant"], r["size"])]["time_median_s"] for r in n
-                    if _has(r.get("time_median_s")) and _has(before.get((r["variant"], r["size"]), {}).get("time_median_s")))
-    moved = (f"median time {ratios[len(ratios) // 2] - 1:+.0%} (median over {len(ratios)} rows; timings are "
-             f"measurements, not bitwise results: `report` compares them against their spread)" if ratios else "no timed rows")
+    pairs = [(before[(r["variant"], r["size"])], r) for r in n if (r["variant"], r["size"]) in before]
+    unrecorded = [f"{r['variant']} {r['size']}" for r in n if (r["variant"], r["size"]) not in before]
+    changed = [f"{a['variant']} {a['size']}: {a['status']} -> {b['status']}" for a, b in pairs if a["status"] != b["status"]]
+    again = {}  # status -> rows that ended so both times (not ok)
+    for a, b in pairs:
+        if a["status"] == b["status"] != "ok":
+            again.setdefault(b["status"], []).append(b)
+    ratios = sorted(b["time_median_s"] / a["time_median_s"] for a, b in pairs
+                    if _has(b.get("time_median_s")) and _has(a.get("time_median_s")))
+    parts = changed + [f"{len(rows)} of {len(n)} row(s) {status} again ({_rows_named(rows)})" for status, rows in again.items()]
+    parts.append(f"median time {ratios[len(ratios) // 2] - 1:+.0%} (median over {len(ratios)} rows; timings are "
+                 f"measurements, not bitwise results: `report` compares them against their spread)" if ratios
+                 else "no row was timed both times")
+    if unrecorded:
+        parts.append(f"{len(unrecorded)} row(s) the recorded run has not ({', '.join(unrecorded)}): not compared")
+    elif not changed and not again:
+        parts.insert(0, "every row ran as recorded")
     failed = [r for r in n if r["status"] == "failed"]
-    compared = [f"statuses of {len(n)} row(s) (ok, failed, capped)",
+    compared = [f"statuses of {len(pairs)} row(s) (ok, failed, capped) and the errors of those that did not end ok",
                 f"timings: the median times of {len(ratios)} row(s) timed both times (measurements, not bitwise "
-                f"results: never held to the exit code)"]
-    return Verdict(exp, n[0]["determinism"], DIFFERENT if changed else "timings",
-                   ("; ".join(changed) + "; " if changed else "every row ran as recorded; ") + moved, compared,
+                f"results: never held to the exit code)" if ratios else "timings: none (no row was timed both times)"]
+    verdict = DIFFERENT if changed else "failed as recorded" if failed else "timings"
+    return Verdict(exp, n[0]["determinism"], verdict, "; ".join(parts), compared,
                    counted=bool(failed), reproduced=not failed)
+
+
+def _rows_named(rows: list[dict]) -> str:
+    first = rows[0].get("error")
+    return ", ".join(f"{r['variant']} {r['size']}" for r in rows) + (f"; first error: {first}" if _has(first) else "")
 
 
 def causes(o: dict, n: dict, old_env: dict, new_env: dict) -> list[str]:
@@ -250,8 +279,10 @@ def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
             lines.append(f"{pad}differs: no recorded setting (same settings, data, code and environment)")
     counted = [v for v in verdicts if v.counted]
     same = sum(v.reproduced for v in counted)
+    as_recorded = sum(v.verdict.endswith(" as recorded") for v in counted)
     lines.append((f"{same} of {len(counted)} strict experiment(s) reproduced bitwise" if counted
                   else "no experiment held to a bitwise reproduction")
+                 + (f" ({as_recorded} failed or diverged as recorded: a failure, not a reproduction)" if as_recorded else "")
                  + (f"; {len(verdicts) - len(counted)} not held to it (fast mode, or kernel timings)"
                     if len(counted) < len(verdicts) else ""))
     return "\n".join(lines)
