@@ -102,6 +102,15 @@ SET_ERRORS = [
     (["--set", "iterations=0"], "--set iterations=0: Input should be greater than or equal to 1 (got 0)"),
     (["--set", "learn.lr=fast"], "--set learn.lr=fast: Input should be a valid number, unable to parse string as "
                                  "a number (got 'fast')"),
+    # strict numbers: YAML's true is not 1, a quoted "3" is not 3
+    (["--set", "iterations=true"], "--set iterations=true: Input should be a valid integer (got True)"),
+    (["--set", "learn.lr=false"], "--set learn.lr=false: Input should be a valid number (got False)"),
+    (["--set", "iterations='3'"], "--set iterations='3': Input should be a valid integer (got '3')"),
+    (["--set", "iterations=2.0"], "--set iterations=2.0: Input should be a valid integer (got 2.0)"),
+    (["--set", "c.threads=true"], "--set c.threads=true: Input should be a valid integer (got True)"),
+    (["--set", "c.sizes={input: [[6, true]], kernel: [[1, 2]]}"], "--set c.sizes={input: [[6, true]], kernel: "
+                                                                  '[[1, 2]]}: {"input": [6, true], "kernel": [1, 2]}: '
+                                                                  "input[1]: Input should be a valid integer"),
     (["--set", "c.sizes={input: [[0, 8]], kernel: [[1, 2]]}"], "--set c.sizes={input: [[0, 8]], kernel: [[1, 2]]}: "
                                                                '{"input": [0, 8], "kernel": [1, 2]}: input[0]: '
                                                                "Input should be greater than 0"),
@@ -230,3 +239,18 @@ def test_launch_passes_the_set_flags_to_every_shard_and_its_resume_refuses_them(
     assert seen["selection"]["overrides"] == ["epochs=1", "lenet.lr=0.5"]  # launch --resume loads it so again
     proc = run_cli("launch", "--resume", tmp_path, "--set", "epochs=1", cwd=tmp_path)
     assert proc.returncode == 2 and "give no --set" in proc.stderr
+
+
+def test_a_whole_number_is_still_a_float_and_numbers_stay_strict_in_the_file(tmp_path):
+    """Strict numbers (core.kinds Int, Float): `lr: 1` is 1.0; `epochs: true` in a file is refused like --set."""
+    path = write_suite(tmp_path / "s.yaml", "suite: s\nexperiments:\n  - {name: l, kind: learn_kernel, lr: 1}\n"
+                       "  - {name: m, kind: learn_kernel, lr: 1e-3}\n")  # YAML 1.1 reads 1e-3 as a string
+    assert [e.spec.lr for e in load_suite(path).experiments] == [1.0, 0.001]
+    path = write_suite(tmp_path / "t.yaml", "suite: s\nexperiments:\n  - {name: t, kind: train, model: lenet, "
+                       "dataset: fashion_mnist_sample, epochs: true, resize: [32, yes], train_limit: '8'}\n")
+    with pytest.raises(UserError) as e:
+        load_suite(path)
+    assert str(e.value).splitlines() == [
+        f"{path}: experiments[0].epochs: Input should be a valid integer (got True)",
+        f"{path}: experiments[0].resize[1]: Input should be a valid integer (got True)",
+        f"{path}: experiments[0].train_limit: Input should be a valid integer (got '8')"]
