@@ -340,6 +340,15 @@ def test_bad_selection_flags_exit_2_naming_the_flag(flags, message, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flag", ["--seed", "--max-experiments"])
+@pytest.mark.parametrize("value", ["１２", "1_000", "٣"])
+def test_a_number_flag_takes_ascii_digits_only(flag, value, tmp_path):
+    write_suite(tmp_path / "ok.yaml", "suite: s\nexperiments:\n" + GOOD_KERNEL)
+    proc = run_cli("list", "ok.yaml", flag, value, "--no-estimate", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: argument {flag}: invalid integer value: {value!r} (an integer in ASCII digits 0-9)" in proc.stderr
+
+
 def test_help_states_the_default_bound():
     for command in ("run", "list"):
         proc = run_cli(command, "--help")

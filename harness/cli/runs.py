@@ -44,6 +44,16 @@ def add(sub) -> None:
     env.add_argument("--json", action="store_true", help="print JSON")
 
 
+def integer(text: str) -> int:
+    """An argparse type: an integer in ASCII digits. int() alone also takes '１２' (full-width), '1_000'
+    and other scripts' digits."""
+    import re
+
+    if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"invalid integer value: {text!r} (an integer in ASCII digits 0-9)")
+    return int(text)
+
+
 SUITE_HELP = "suite YAML file (e.g. suites/kernels.yaml), or the name of one in suites/ (e.g. smoke)"
 
 
@@ -51,7 +61,7 @@ def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
     if shard:
         p.add_argument("--shard", metavar="I/N", help="only shard I of N: the j-th experiment goes to shard j %% N; "
                                                       "auto: I and N from a Slurm job array")
-    p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis; "
+    p.add_argument("--seed", type=integer, help="override every experiment's seed (replaces a seed matrix axis; "
                                             "the same as --set seed=N, and not given with any --set of seed)")
     p.add_argument("--set", dest="overrides", action="append", metavar="[NAME.]KEY=VALUE",
                    help="change a field, validated as in the suite file (repeatable): KEY=VALUE for every "
@@ -63,7 +73,7 @@ def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
                    help="only some experiments, by name: the one named PATTERN if there is one; else, with * ? or "
                         "[...], those whose whole name matches the glob (-k 'res*'); else those whose name "
                         "contains PATTERN (-k res). Case-sensitive; matrix points share their experiment's name")
-    p.add_argument("--max-experiments", type=int, metavar="N",
+    p.add_argument("--max-experiments", type=integer, metavar="N",
                    help="refuse a suite that expands to more than N experiments (default 1000)")
 
 
