@@ -168,7 +168,8 @@ def test_k_takes_an_exact_name_a_glob_or_a_substring():
     assert select_names("*net", names) == {"resnet", "lenet"}  # a glob matches the whole name
     assert select_names("res?et", names) == {"resnet"}
     assert select_names("res", names) == {"resnet", "resnet18", "resnext"}  # substring
-    assert select_names("Res*", names) == set()  # case-sensitive
+    with pytest.raises(UserError, match=r"-k 'Res\*' selects no experiment"):  # case-sensitive
+        select_names("Res*", names)
     assert select_names("18", names) == {"resnet18"}
 
 
@@ -184,7 +185,55 @@ def test_k_on_the_command_line(tmp_path):
     proc = run_cli("list", "k.yaml", "-k", "zzz*", cwd=tmp_path)
     assert "error: k.yaml: -k 'zzz*' selects no experiment (names: resnet, resnet18, lenet)" in proc.stderr
     help_text = " ".join(run_cli("run", "--help").stdout.split())
-    assert "the one named PATTERN if there is one; else, with * ? or [...], those whose whole name matches" in help_text
+    assert ("in pytest's -k grammar: terms joined by or, and, not and parentheses (-k 'lenet or res*', -k 'res* and "
+            "not resnext'). A term selects the experiment named so if there is one; else, with * ? or [...], those "
+            "whose whole name matches the glob") in help_text
+    proc = run_cli("list", "k.yaml", "-k", "resnet or lenet", "--no-estimate", cwd=tmp_path)
+    assert proc.returncode == 0 and [line.split()[0] for line in proc.stdout.splitlines()[1:-1]] == ["resnet", "lenet"]
+
+
+def test_k_is_pytests_grammar_over_names_globs_and_substrings():
+    names = ["resnet", "resnet18", "resnext", "lenet", "vgg_small"]
+    assert select_names("lenet or res*", names) == {"lenet", "resnet", "resnet18", "resnext"}
+    assert select_names("res* and not resnext", names) == {"resnet", "resnet18"}
+    assert select_names("not (lenet or vgg*)", names) == {"resnet", "resnet18", "resnext"}
+    assert select_names("net and not res", names) == {"lenet"}  # substrings
+    assert select_names("not not lenet", names) == select_names("(lenet)", names) == {"lenet"}
+    assert select_names("resnet or lenet and not lenet", names) == {"resnet"}  # and binds tighter than or
+    assert select_names("resnet", names) == {"resnet"}  # a term naming an experiment exactly selects it alone
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("lenett", "-k 'lenett' selects no experiment (names: resnet, resnet18, lenet); did you mean 'lenet'?"),
+    ("lenet or resnett", "-k 'lenet or resnett': 'resnett' selects no experiment (names: resnet, resnet18, lenet); "
+                         "did you mean 'resnet'?"),
+    ("lenet or", "-k 'lenet or': expected a name or '(' after 'or' at the end; terms joined by or, and, not and "
+                 "parentheses, e.g. -k 'lenet or res*', -k 'res* and not resnext'"),
+    ("(lenet", "-k '(lenet': the '(' at column 1 is not closed; "),
+    ("lenet)", "-k 'lenet)': unexpected ')' at column 6; "),
+    ("and lenet", "-k 'and lenet': expected a name or '(' at column 1, got 'and'; "),
+    ("lenet resnet", "-k 'lenet resnet': unexpected 'resnet' at column 7; "),
+    ("lenet and resnet", "-k 'lenet and resnet' selects no experiment: its terms match names, the expression none "
+                         "(names: resnet, resnet18, lenet)"),
+])
+def test_a_k_that_does_not_parse_or_matches_nothing_exits_2_with_a_hint(expression, message, tmp_path):
+    write_suite(tmp_path / "k.yaml", "suite: k\nexperiments:\n" + "".join(
+        f"  - {{name: {n}, kind: learn_kernel}}\n" for n in ("resnet", "resnet18", "lenet")))
+    proc = run_cli("list", "k.yaml", "-k", expression, "--no-estimate", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: k.yaml: {message}"), proc.stderr
+
+
+@pytest.mark.parametrize("command", [["list"], ["run", "--no-tracking"], ["launch", "--shards", "1"]])
+def test_a_repeated_k_is_refused_with_the_or_hint(command, tmp_path):
+    write_suite(tmp_path / "k.yaml", "suite: k\nexperiments:\n  - {name: a, kind: learn_kernel}\n"
+                "  - {name: b, kind: learn_kernel}\n")
+    proc = run_cli(command[0], "k.yaml", *command[1:], "-k", "a", "-k", "b*", "--out", "out", cwd=tmp_path) \
+        if command[0] != "list" else run_cli("list", "k.yaml", "-k", "a", "-k", "b*", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.rstrip().endswith("error: argument -k: given twice ('a', then 'b*'); give one expression, "
+                                         "e.g. -k 'a or b*'"), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.yaml"]
 
 
 def test_a_suite_by_name_is_found_in_suites_here_then_in_the_repository(tmp_path):

@@ -113,7 +113,10 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     problems = _check_names(top) + _check_keys(top) + _check_ids(top)
     changes, used = _overrides(path, top, overrides, seed, problems), set()
     names = [str(e.get("name", "")) for e in top.experiments]
-    chosen = set(names) if not select else select_names(select, names)
+    try:
+        chosen = set(names) if not select else select_names(select, names)
+    except UserError as e:  # the expression does not parse, or a term matches no name
+        raise UserError(f"{path}: {e}") from None
     experiments: list[Experiment] = []
     too_many = _check_count(top, chosen, changes, max_experiments)
     if too_many:  # nothing is expanded: report it with the file-level problems found so far
@@ -145,9 +148,10 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     experiments = list({(e.id, e.spec_hash): e for e in experiments}.values())  # --seed on a resolved seed axis
     if problems:
         raise SuiteError(path, _dedupe(problems))
-    if not experiments:
+    if not experiments:  # every term matched, the expression none (-k 'a and b')
         names = ", ".join(str(e.get("name")) for e in top.experiments)
-        raise UserError(f"{path}: -k {select!r} selects no experiment (names: {names})")
+        raise UserError(f"{path}: -k {select!r} selects no experiment: its terms match names, the expression "
+                        f"none (names: {names})")
     return Suite(path, top.suite, top.description, experiments,
                  tuple(dict.fromkeys(o.text for o in changes if id(o) in used)), note=top.note)
 
