@@ -45,9 +45,9 @@ def test_a_key_sets_every_experiment_whose_kind_has_it_and_name_key_one(mixed):
 
 
 def test_overrides_are_recorded_in_the_resolved_suite_and_loading_it_again_changes_nothing(mixed, tmp_path):
-    suite = load_suite(mixed, overrides=["lr=0.5", "c.dtype=float64", "learn.iterations=2"], seed=3, select="lea*")
+    suite = load_suite(mixed, overrides=["lr=0.5", "learn.iterations=2"], seed=3, select="lea*")
     resolved = suite.resolved()
-    # c.dtype applied to no selected experiment: not recorded; --seed is the override seed=3
+    # --seed is the override seed=3
     assert resolved["overrides"] == ["seed=3", "lr=0.5", "learn.iterations=2"]
     assert [(e["id"], e["lr"], e["iterations"], e["seed"]) for e in resolved["experiments"]] == \
         [("learn", 0.5, 2, 3), ("learn2", 0.5, 3, 3)]
@@ -133,6 +133,25 @@ def test_a_bad_set_exits_2_naming_the_flag(flags, message, mixed):
     assert proc.stderr.startswith(f"error: {mixed}: {message}"), proc.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["-k", "c", "--set", "learn.lr=0.5"],
+     "--set learn.lr=0.5: experiment 'learn' is not selected by -k 'c' (selected: c), so this would change nothing; "
+     "drop it, or select it: -k 'c or learn'"),
+    (["-k", "lea*", "--set", "dtype=float64"],
+     "--set dtype=float64: no experiment selected by -k 'lea*' (selected: learn, learn2) has a field 'dtype', so "
+     "this would change nothing; drop it"),
+])
+def test_an_override_that_k_leaves_unused_is_refused_naming_it(flags, message, mixed, tmp_path):
+    out = tmp_path / "results"
+    proc = run_cli("run", mixed, *flags, "--no-tracking", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {mixed}: {message}"), proc.stderr
+    assert not out.exists()
+    # without -k, or with -k selecting it, the same override is used
+    for select in (None, f"{flags[1]} or c or learn"):
+        assert load_suite(mixed, overrides=[flags[-1]], select=select).overrides == (flags[-1],)
+
+
 def test_a_bad_set_on_run_creates_nothing(mixed, tmp_path):
     out = tmp_path / "results"
     proc = run_cli("run", mixed, "--set", "learn.lrr=1", "--out", out, cwd=tmp_path)
@@ -143,12 +162,12 @@ def test_a_bad_set_on_run_creates_nothing(mixed, tmp_path):
 
 def test_run_records_the_overrides_in_suite_yaml_and_mlflow(mixed, tmp_path, mlflow_uri):
     out = tmp_path / "results"
-    proc = run_cli("run", mixed, "--set", "dtype=float64", "--set", "learn.lr=0.5", "-k", "c", "--tracking-uri",
+    proc = run_cli("run", mixed, "--set", "dtype=float64", "-k", "c", "--tracking-uri",
                    mlflow_uri, "--out", out, "--device", "cpu", cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr
     (saved,) = out.glob("mixed/*/suite.yaml")
     doc = yaml.safe_load(saved.read_text())
-    assert doc["overrides"] == ["dtype=float64"]  # learn is not selected (-k c: the exact name)
+    assert doc["overrides"] == ["dtype=float64"]
     assert [(e["id"], e["dtype"]) for e in doc["experiments"]] == [("c", "float64")]
     import pandas as pd
     from mlflow.tracking import MlflowClient

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
         chosen = set(names) if not select else select_names(select, names)
     except UserError as e:  # the expression does not parse, or a term matches no name
         raise UserError(f"{path}: {e}") from None
+    problems += _unselected(top, changes, chosen, select)
     experiments: list[Experiment] = []
     too_many = _check_count(top, chosen, changes, max_experiments)
     if too_many:  # nothing is expanded: report it with the file-level problems found so far
@@ -168,6 +170,29 @@ def _overrides(path: Path, top: _SuiteFile, given: list[str] | None, seed: int |
     if bad or bad_cli or bad_names:
         raise SuiteError(path, problems + bad + bad_cli + bad_names)
     return changes
+
+
+def _unselected(top: _SuiteFile, changes: list[steer.Override], chosen: set[str],
+                select: str | None) -> list[tuple[str, str]]:
+    """A command-line override that -k makes a no-op, named: NAME.KEY of an experiment -k leaves
+    out, or KEY that no selected experiment has. (The file's own overrides may name experiments
+    a selection leaves out: a run's suite.yaml records the overrides of the whole suite.)"""
+    if not select:
+        return []
+    fields = {str(e.get("name", "")): KINDS.get(k).spec.model_fields for e in top.experiments
+              if isinstance(k := e.get("kind"), str) and k in KINDS}
+    kept = ", ".join(n for n in fields if n in chosen)
+    problems = []
+    for o in changes:
+        if o.layer != steer.COMMAND_LINE:
+            continue
+        if o.name is not None and o.name not in chosen:
+            problems.append((o.label, f"experiment {o.name!r} is not selected by -k {select!r} (selected: {kept}), "
+                             f"so this would change nothing; drop it, or select it: -k {shlex.quote(select + ' or ' + o.name)}"))
+        elif o.name is None and not any(o.key in fields.get(n, {}) for n in chosen):
+            problems.append((o.label, f"no experiment selected by -k {select!r} (selected: {kept}) has a field "
+                             f"{o.key!r}, so this would change nothing; drop it"))
+    return problems
 
 
 def _read_yaml(path: Path) -> dict:
