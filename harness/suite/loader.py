@@ -8,6 +8,7 @@ Everything a suite can get wrong is found here, before anything runs, and report
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import math
@@ -282,8 +283,9 @@ def _check_keys(top: _SuiteFile) -> list[tuple[str, str]]:
     for section in ("defaults", "matrix"):
         for key in getattr(top, section):
             if key not in fields:
-                problems.append((f"{section}.{key}", f"not a field of any experiment in this suite "
-                                 f"(fields: {', '.join(fields)})"))
+                close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+                problems.append((f"{section}.{key}", "not a field of any experiment in this suite"
+                                 + (f"; did you mean {close[0]!r}?" if close else f" (fields: {', '.join(fields)})")))
     for key, values in top.matrix.items():
         if not values:
             problems.append((f"matrix.{key}", "an axis needs at least one value"))
