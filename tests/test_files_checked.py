@@ -182,3 +182,47 @@ def test_the_readers_return_what_the_run_wrote(shards):
     assert runfiles.read_state(run / "state.json") == json.loads((run / "state.json").read_text())
     assert runfiles.read_env(run / "env.json") == json.loads((run / "env.json").read_text())
     assert runfiles.read_results(run / "results.csv").equals(runfiles.read_results(run / "results.parquet"))
+
+
+def _foreign_sqlite(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
+    db.close()
+
+
+STORES = {  # how the store file is damaged: (make it, what the message says after "MLflow store <file>: ")
+    "another program's database": (_foreign_sqlite, "an SQLite database of another program (its tables: invoices;"),
+    "cut": (lambda p: (shutil.copyfile(MIGRATED[0], p), _cut(p)), "a damaged SQLite database ("),
+    "not SQLite": (lambda p: p.write_bytes(b"\x00garbage" * 100), "not an SQLite database (damaged, or another"),
+}
+MIGRATED: list = []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("damage", list(STORES))
+@pytest.mark.parametrize("command", ["ui", "report", "reproduce"])
+def test_a_damaged_or_foreign_mlflow_store_is_exit_2_naming_it_and_left_unchanged(tmp_path, _migrated_store,
+                                                                                   command, damage):
+    MIGRATED[:] = [_migrated_store]
+    store = tmp_path / "mlflow.db"
+    make, says = STORES[damage]
+    make(store)
+    before = store.read_bytes()
+    uri = f"sqlite:///{store}"
+    args = {"ui": ["ui", "--tracking-uri", uri, "--port", str(_free_port())],
+            "report": ["report", "--from-mlflow", "--tracking-uri", uri],
+            "reproduce": ["reproduce", "0123456789abcdef0123456789abcdef", "--tracking-uri", uri]}[command]
+    proc = run_cli(*args, timeout=120)  # a process: before, `ui` started the server on the foreign file
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: MLflow store {store}: {says}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert store.read_bytes() == before  # no migration added MLflow's tables to another program's file

@@ -99,11 +99,32 @@ def _sqlite(uri: str, path: Path, create: bool, flag: str) -> None:
         with open(path, "rb") as f:
             if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 raise UserError(f"MLflow store {path}: not an SQLite database (damaged, or another file); {recover}")
+        _check_mlflow_tables(path, recover)
         _check_opens(uri, str(path), flag, recover)
         return
     if not create:
         raise UserError(f"MLflow store {path}: does not exist; check {flag} (or --out)")
     _create_sqlite(path, flag)
+
+
+MLFLOW_TABLES = {"alembic_version", "experiments", "runs"}
+
+
+def _check_mlflow_tables(path: Path, recover: str) -> None:
+    """An SQLite file holding another program's tables is not a store: MLflow would add its own
+    tables to it (a migration) and use it, changing a file that is not its own. Read-only."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        raise UserError(f"MLflow store {path}: a damaged SQLite database ({e}); {recover}") from None
+    if tables and not MLFLOW_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+        raise UserError(f"MLflow store {path}: an SQLite database of another program (its tables: {shown}; "
+                        f"an MLflow store has {', '.join(sorted(MLFLOW_TABLES))}); point the store elsewhere "
+                        f"(--tracking-uri, or --out for the default store)")
 
 
 def _create_sqlite(path: Path, flag: str) -> None:
