@@ -226,3 +226,29 @@ def test_a_damaged_or_foreign_mlflow_store_is_exit_2_naming_it_and_left_unchange
     assert proc.stderr.startswith(f"error: MLflow store {store}: {says}"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert store.read_bytes() == before  # no migration added MLflow's tables to another program's file
+
+
+def test_a_run_in_the_store_that_run_did_not_log_is_warned_and_the_report_goes_on(mlflow_uri, capsys):
+    """report --from-mlflow over a shared store: a child run with a seed that is not a number (logged
+    by another client) is named in a warning and skipped; the others are reported."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.create_experiment("kfiles")
+    parent = client.create_run(exp, run_name="20260101T000000Z-aaaaaa", tags={"device": "cpu", "cpu_model": "CPU"})
+    ids = {}
+    for seed in ("0", "zero", "1"):
+        child = client.create_run(exp, run_name=f"a/native/{seed}", tags={
+            "mlflow.parentRunId": parent.info.run_id, "kind": "kernel", "experiment": "a", "family": "corr2d",
+            "variant": "native", "size": "in=6x6 k=2x2", "determinism": "strict"})
+        client.log_param(child.info.run_id, "seed", seed)
+        client.log_metric(child.info.run_id, "time_median_s", 1e-5)
+        client.set_terminated(child.info.run_id)
+        ids[seed] = child.info.run_id
+    client.set_terminated(parent.info.run_id)
+    code = cli.main(["report", "--from-mlflow", "--tracking-uri", mlflow_uri, "--format", "csv"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert err == (f"warning: MLflow run {ids['zero']} (a/native/zero) in {mlflow_uri}: not a row `run` logs "
+                   f"(ValueError: invalid literal for int() with base 10: 'zero'); skipped\n"), err
+    assert "corr2d" in out and "native" in out
