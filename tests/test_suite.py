@@ -57,7 +57,12 @@ BAD_SUITES = {
     "wrong_type": ("suite: s\nexperiments:\n" + GOOD_KERNEL + "    min_run_time_s: fast\n",
                    ["bad.yaml: experiments[0].min_run_time_s: Input should be a valid number"]),
     "unknown_default": ("suite: s\ndefaults: {batchsize: 3}\nexperiments:\n" + GOOD_KERNEL,
-                        ["bad.yaml: defaults.batchsize: not a field of any experiment in this suite"]),
+                        ["bad.yaml: defaults.batchsize: not a field of any experiment in this suite (fields: "]),
+    "misspelt_default_and_axis": ("suite: s\ndefaults: {epoch: 3}\nmatrix: {sed: [1, 2]}\nexperiments:\n"
+                                  "  - {name: t, kind: train, model: lenet, dataset: fashion_mnist_sample}\n",
+                                  ["bad.yaml: defaults.epoch: not a field of any experiment in this suite; did you "
+                                   "mean 'epochs'?", "bad.yaml: matrix.sed: not a field of any experiment in this "
+                                   "suite; did you mean 'seed'?"]),
     "empty_file": ("", ["bad.yaml: the file is empty; a suite needs `suite:` and `experiments:`"]),
     "not_a_mapping": ("- a\n- b\n", ["bad.yaml: a suite is a YAML mapping with `suite:` and `experiments:`, not a list"]),
     "not_yaml": ("suite: [unclosed\n", ["bad.yaml:2:1: not valid YAML"]),
@@ -338,6 +343,15 @@ def test_bad_selection_flags_exit_2_naming_the_flag(flags, message, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--seed", "--max-experiments"])
+@pytest.mark.parametrize("value", ["１２", "1_000", "٣"])
+def test_a_number_flag_takes_ascii_digits_only(flag, value, tmp_path):
+    write_suite(tmp_path / "ok.yaml", "suite: s\nexperiments:\n" + GOOD_KERNEL)
+    proc = run_cli("list", "ok.yaml", flag, value, "--no-estimate", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: argument {flag}: invalid integer value: {value!r} (an integer in ASCII digits 0-9)" in proc.stderr
 
 
 def test_help_states_the_default_bound():

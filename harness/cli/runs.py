@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,6 +45,27 @@ def add(sub) -> None:
     env.add_argument("--json", action="store_true", help="print JSON")
 
 
+class _Once(argparse.Action):
+    """-k given once: a second -k would silently replace the first (argparse keeps the last)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        first = getattr(namespace, self.dest, None)
+        if first is not None:
+            parser.error(f"argument {option_string}: given twice ({first!r}, then {values!r}); give one expression, "
+                         f"e.g. {option_string} {shlex.quote(f'{first} or {values}')}")
+        setattr(namespace, self.dest, values)
+
+
+def integer(text: str) -> int:
+    """An argparse type: an integer in ASCII digits. int() alone also takes '１２' (full-width), '1_000'
+    and other scripts' digits."""
+    import re
+
+    if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"invalid integer value: {text!r} (an integer in ASCII digits 0-9)")
+    return int(text)
+
+
 SUITE_HELP = "suite YAML file (e.g. suites/kernels.yaml), or the name of one in suites/ (e.g. smoke)"
 
 
@@ -51,7 +73,7 @@ def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
     if shard:
         p.add_argument("--shard", metavar="I/N", help="only shard I of N: the j-th experiment goes to shard j %% N; "
                                                       "auto: I and N from a Slurm job array")
-    p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis; "
+    p.add_argument("--seed", type=integer, help="override every experiment's seed (replaces a seed matrix axis; "
                                             "the same as --set seed=N, and not given with any --set of seed)")
     p.add_argument("--set", dest="overrides", action="append", metavar="[NAME.]KEY=VALUE",
                    help="change a field, validated as in the suite file (repeatable): KEY=VALUE for every "
@@ -59,11 +81,13 @@ def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
                         "is replaced); NAME.KEY=VALUE for experiment NAME only, winning over KEY=VALUE. VALUE "
                         "is YAML: --set epochs=1 --set lenet.lr=0.05 --set resize=[32,32]; no nested keys (set "
                         "model_args={arch: ...} whole). Recorded as `overrides` in the run's suite.yaml")
-    p.add_argument("-k", dest="select", metavar="PATTERN",
-                   help="only some experiments, by name: the one named PATTERN if there is one; else, with * ? or "
-                        "[...], those whose whole name matches the glob (-k 'res*'); else those whose name "
-                        "contains PATTERN (-k res). Case-sensitive; matrix points share their experiment's name")
-    p.add_argument("--max-experiments", type=int, metavar="N",
+    p.add_argument("-k", dest="select", metavar="EXPRESSION", action=_Once,
+                   help="only some experiments, by name, in pytest's -k grammar: terms joined by or, and, not and "
+                        "parentheses (-k 'lenet or res*', -k 'res* and not resnext'). A term selects the experiment "
+                        "named so if there is one; else, with * ? or [...], those whose whole name matches the glob "
+                        "(-k 'res*'); else those whose name contains it (-k res). Case-sensitive; matrix points "
+                        "share their experiment's name; given once")
+    p.add_argument("--max-experiments", type=integer, metavar="N",
                    help="refuse a suite that expands to more than N experiments (default 1000)")
 
 

@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
+from harness.core import jsonfile
 from harness.core.errors import UserError
 from harness.gate.measure import (CALIBRATION_ID, FORMAT, FORMAT_VERSION, MAX_ROUNDS, MIN_ROUNDS, ROUNDS,
                                   SLOWDOWN_ENV)
@@ -186,46 +187,8 @@ def check_out_file(out: Path, name: str = "kernels-cpu.json") -> None:
 def read_json(path: Path, hint: str = "") -> object:
     """The JSON document in `path`, within MAX_FILE_BYTES and MAX_DEPTH, duplicate keys refused:
     a UserError naming the file for anything else (`hint` appended where the content is wrong)."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise UserError(f"{path}: cannot read it: {e.strerror or e}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise UserError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, the most a baseline file may be{hint}")
-    try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_unique)
-    except RecursionError:  # nested so deep that the parser gave up: what _deeper_than says of less
-        doc = _TOO_DEEP
-    except ValueError as e:  # JSON, UTF-8, a duplicate key, a number too long for Python
-        raise UserError(f"{path}: not a baseline file (not readable JSON: {str(e)[:200]}){hint}") from None
-    if doc is _TOO_DEEP or _deeper_than(doc, MAX_DEPTH):
-        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels, not a baseline file (one nests 7){hint}")
-    return doc
-
-
-_TOO_DEEP = object()
-
-
-def _unique(pairs: list[tuple[str, object]]) -> dict:
-    doc = dict(pairs)
-    if len(doc) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"duplicate key {dup!r} in one object")
-    return doc
-
-
-def _deeper_than(doc: object, limit: int) -> bool:
-    """Whether lists and objects nest deeper than `limit` (iterative: no recursion to exhaust)."""
-    stack = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return False
+    return jsonfile.read_json(path, what="a baseline file", max_bytes=MAX_FILE_BYTES, max_depth=MAX_DEPTH,
+                              nests=7, hint=hint)
 
 
 def load_baseline(path: Path, record_hint: str) -> dict:

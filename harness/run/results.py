@@ -2,16 +2,21 @@
 
 This module owns the columns (name, dtype, unit, meaning) and the schema version; files are
 written atomically (temp file + rename) as results.csv and results.parquet, and a file with
-another schema version is refused with an instruction rather than misread.
+another schema version is refused with an instruction rather than misread. `load` reads one back
+validated whole (size bound, foreign or missing columns, every value in its column's dtype): any
+problem is a UserError naming the file (harness.run.runfiles reads a run's other files).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.core.errors import UserError
+from harness.core.jsonfile import check_file
 from harness.core.io import atomic_write, atomic_write_all, atomic_write_json, atomic_write_text  # noqa: F401
 
 SCHEMA_VERSION = 1
+RESULTS_FILES = ("results.parquet", "results.csv")
+MAX_FILE_BYTES = 1 << 30  # read no further; a 10,000-row results file is a few MiB
 
 # name: (pandas dtype, meaning with unit)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -81,6 +86,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
                        "per device"),
     "params": ("Int64", "train: number of model parameters"),
     "fingerprint": ("string", "train: hash of the final weights and the per-epoch loss/accuracy trace"),
+    "epoch_fingerprints": ("string", "train: JSON list, the fingerprint after each epoch (the last is `fingerprint`; "
+                                     "null: an epoch before a resume from an older checkpoint)"),
     "dataset_digest": ("string", "train: sha256 prefix of the decoded training and validation tensors"),
     "learned_kernel": ("string", "learn_kernel: learned weights as JSON"),
     "git_commit": ("string", "commit of the harness checkout (None outside git)"),
@@ -91,7 +98,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 # Columns added to schema 1 later, read as empty from files written before them.
-ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy", "shard", "world_size", "backend", "per_rank_batch")
+ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy", "shard", "world_size", "backend", "per_rank_batch",
+               "epoch_fingerprints")
 
 
 # The per-epoch training series (MLflow metrics with step = epoch, and steps.csv): the same keys for
@@ -145,38 +153,95 @@ def storable(row: dict) -> str | None:
     return None
 
 
-def load(path: Path | str):
-    """Read a results file (.csv or .parquet, or a run directory holding one), schema-checked."""
-    import pandas as pd
-
+def results_file(path: Path) -> Path:
+    """The results file of a run directory (results.parquet, else results.csv), or `path` itself."""
     path = Path(path)
     if path.is_dir():
-        path = next((p for p in (path / "results.parquet", path / "results.csv") if p.exists()), path / "results.parquet")
+        return next((path / n for n in RESULTS_FILES if (path / n).exists()), path / RESULTS_FILES[0])
+    return path
+
+
+def load(path: Path | str):
+    """A results file (.parquet or .csv, or a run directory holding one) as a DataFrame with exactly
+    COLUMNS, in order, with their dtypes; damaged, foreign, another schema version or a value its
+    column cannot hold is a UserError naming the file (and the column and row)."""
+    import pandas as pd
+
+    path = results_file(path)
     if not path.exists():
         raise UserError(f"{path}: no such results file")
+    check_file(path, MAX_FILE_BYTES, "a results file")
     try:
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
     except Exception as e:  # noqa: BLE001 - a damaged or foreign file: pyarrow, pandas and OS errors alike
-        raise UserError(f"{path}: not a readable results file ({type(e).__name__}: {e}); "
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"{path}: not a readable results file ({type(e).__name__}: {why}); "
                         f"it is damaged or was not written by the harness") from None
     versions = set(df["schema_version"].astype(str)) if "schema_version" in df else set()
     if len(df) == 0 and set(COLUMNS) - set(ADDED_IN_V1) <= set(df.columns):
-        versions = {str(SCHEMA_VERSION)}  # a run interrupted before its first row: no rows to carry a version
+        versions = {str(SCHEMA_VERSION)}  # a run interrupted before its first row: no rows to carry one
     if versions != {str(SCHEMA_VERSION)}:
         found = ", ".join(sorted(versions)) or "none"
         raise UserError(f"{path}: results schema_version {found}, this harness reads {SCHEMA_VERSION}; "
                         f"re-run the suite with this version, or read it with the harness that wrote it")
+    foreign = [str(c) for c in df.columns if c not in COLUMNS]
+    if foreign:
+        raise UserError(f"{path}: not a harness results file (columns not in its schema: {names_text(foreign)})")
     for c in ADDED_IN_V1:  # columns added after files of this version were written: empty there
         if c not in df.columns:
             df[c] = None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise UserError(f"{path}: not a harness results file (missing columns: {', '.join(missing)})")
-    df = df[list(COLUMNS)]
-    if path.suffix == ".csv":  # CSV holds text: booleans come back as "True"/"False"
-        bools = [n for n, (dtype, _) in COLUMNS.items() if dtype == "boolean"]
-        df[bools] = df[bools].apply(lambda col: col.map({"True": True, "False": False}))
-    return df.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
+        raise UserError(f"{path}: not a harness results file (missing columns: {names_text(missing)})")
+    df = df[list(COLUMNS)].copy()
+    for name, (dtype, _) in COLUMNS.items():
+        df[name] = _typed(df[name], dtype, path, name, csv=path.suffix == ".csv")
+    return df
+
+
+def _typed(col, dtype: str, path: Path, name: str, csv: bool):
+    """One column in its schema dtype; a value it cannot hold is a damaged file, named with its row."""
+    import pandas as pd
+
+    if dtype == "boolean" and csv:  # CSV holds text: booleans come back as "True"/"False"
+        bad = col.notna() & ~col.isin(["True", "False"])
+        if bad.any():
+            _bad_value(path, name, col, bad, "True or False")
+        col = col.map({"True": True, "False": False, None: None})
+    if dtype == "string" and not isinstance(col.dtype, pd.StringDtype):
+        bad = pd.Series([not (v is None or v is pd.NA or isinstance(v, str) or (isinstance(v, float) and v != v))
+                         for v in col], dtype=bool)
+        if bad.any():
+            _bad_value(path, name, col, bad, "text")
+    try:
+        return col.astype(dtype)
+    except (ValueError, TypeError, OverflowError):
+        valid = {"Int64": "a whole number", "float64": "a number", "boolean": "True or False"}.get(dtype, dtype)
+        bad = pd.Series([_fails(v, dtype) for v in col], dtype=bool)
+        _bad_value(path, name, col, bad, valid)
+
+
+def _fails(value, dtype: str) -> bool:
+    import pandas as pd
+
+    try:
+        pd.Series([value], dtype=object).astype(dtype)
+    except (ValueError, TypeError, OverflowError):
+        return True
+    return False
+
+
+def _bad_value(path: Path, name: str, col, bad, valid: str):
+    i = int(bad.to_numpy().nonzero()[0][0]) if bad.any() else 0
+    value = col.iloc[i]
+    value = repr(value.item() if hasattr(value, "item") else value)  # numpy scalars as the values they are
+    value = value if len(value) <= 60 else value[:57] + "..."
+    raise UserError(f"{path}: damaged results file: column {name}, row {i + 1}: {value} is not {valid}")
+
+
+def names_text(names: list[str]) -> str:
+    shown = ", ".join(n[:40] for n in names[:8])
+    return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
 def columns_markdown() -> str:

@@ -5,7 +5,11 @@ env.json: the commit; state.json: the shard and whether it finished). Before any
 
 - every directory is the same suite (suite.yaml's name and experiments) at the same git commit,
   cut into the same number of shards N, as the first one; another one is *foreign*: exit 2 naming it;
-- no shard is given twice (exit 2 naming both directories).
+- no shard is given twice (exit 2 naming both directories);
+- every file read is validated (harness.run.runfiles): a damaged or foreign suite.yaml, state.json,
+  env.json, results file or steps.csv (another column set, a value of the wrong type, a steps.csv
+  naming an experiment its suite does not hold) is exit 2 naming the file, whether the directory
+  was given or found below a folder: a damaged shard is not a missing one.
 
 Then the rows of every shard are written as one table (in the suite's experiment order, each row's
 `run_id` the merged directory's name, its `shard` column kept), with steps.csv, report.md and
@@ -16,15 +20,12 @@ there is still merged.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from harness.core.errors import UserError
-from harness.run import plots, report, results, rundir
+from harness.run import plots, report, results, rundir, runfiles
 from harness.suite.shard import Shard, parse_shard
 
 BAD = ("failed", "diverged")
@@ -80,18 +81,34 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def read_shard(path: Path) -> ShardRun:
-    try:
-        suite = yaml.safe_load((path / "suite.yaml").read_text(encoding="utf-8"))
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        env_file = path / "env.json"
-        env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.is_file() else {}
-        if not isinstance(suite, dict) or not isinstance(state, dict) or not isinstance(env, dict):
-            raise ValueError("not a mapping")
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise UserError(f"merge {path}: its suite.yaml, state.json or env.json is damaged "
-                        f"({type(e).__name__}: {e})") from None
-    shard = parse_shard(str(state.get("shard", "0/1")), {}, flag=f"merge {path}: state.json shard")
-    return ShardRun(path, shard, suite, env, bool(state.get("finished")))
+    """A shard's suite.yaml, state.json and env.json, each validated (harness.run.runfiles): a
+    damaged or foreign one is a UserError naming the file, before anything is written."""
+    suite = runfiles.read_suite(path / "suite.yaml")
+    state = runfiles.read_state(path / "state.json")
+    env = runfiles.read_env(path / "env.json") if (path / "env.json").exists() else {}
+    shard = parse_shard(state["shard"] if "shard" in state else "0/1", {},
+                        flag=f"merge {path}: state.json shard")
+    return ShardRun(path, shard, suite, env, state.get("finished") is True)
+
+
+def read_tables(runs: list[ShardRun]) -> tuple[list, list[dict]]:
+    """Each shard's results table (those that wrote one) and the records of its steps.csv, all read
+    and validated before anything is written: a damaged, foreign or another schema's file is a
+    UserError naming it, and so is a steps.csv naming an experiment its suite does not hold."""
+    tables, steps = [], []
+    for r in runs:
+        if any((r.path / n).exists() for n in runfiles.RESULTS_FILES):
+            tables.append((r, runfiles.read_results(r.path)))
+        if (r.path / "steps.csv").exists():
+            df = runfiles.read_steps(r.path / "steps.csv")
+            ids = {e["id"] for e in r.suite["experiments"]}
+            foreign = df.index[~df["experiment"].isin(ids)]
+            if len(foreign):
+                i = foreign[0]
+                raise UserError(f"{r.path / 'steps.csv'}: line {i + 2} names experiment {df['experiment'][i]!r}, "
+                                f"which its suite.yaml does not hold; a steps.csv from another run?")
+            steps += [rundir.plain_row(s) for s in df.to_dict("records")]
+    return tables, steps
 
 
 def check(runs: list[ShardRun], count: int | None = None) -> tuple[int, list[int]]:
@@ -136,21 +153,17 @@ def merge(paths: list[Path], dest: Path | None = None, out_root: Path = Path("re
     new <out_root>/<suite>/<UTC time>-merged-<id>/)."""
     runs = sorted((read_shard(p) for p in find_shard_dirs(paths)), key=lambda r: (r.shard.index, str(r.path)))
     count, missing = check(runs, count)
-    tables = [(r, results.load(r.path)) for r in runs if any((r.path / n).is_file() for n in
-                                                            ("results.parquet", "results.csv"))]
-    return write(runs, tables, dest or default_dest(out_root, runs[0].suite["suite"]), count, missing)
+    tables, steps = read_tables(runs)
+    return write(runs, tables, dest or default_dest(out_root, runs[0].suite["suite"]), count, missing, steps)
 
 
-def write(runs: list[ShardRun], tables: list, dest: Path, count: int, missing: list[int]) -> MergeOutcome:
+def write(runs: list[ShardRun], tables: list, dest: Path, count: int, missing: list[int],
+          steps: list[dict]) -> MergeOutcome:
     import pandas as pd
 
     order = {e["id"]: i for i, e in enumerate(runs[0].suite.get("experiments") or [])}
     rows = [rundir.plain_row(row) | {"run_id": dest.name} for _, df in tables for row in df.to_dict("records")]
     rows.sort(key=lambda row: order.get(row["experiment"], len(order)))  # stable: a shard's own order kept
-    steps = []
-    for r in runs:
-        if (r.path / "steps.csv").is_file():
-            steps += pd.read_csv(r.path / "steps.csv").to_dict("records")
     outcome = MergeOutcome(dest, count, len(rows), missing, [r for r in runs if not r.finished],
                            sum(row["status"] in BAD for row in rows))
     dest.mkdir(parents=True, exist_ok=True)

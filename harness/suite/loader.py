@@ -8,10 +8,12 @@ Everything a suite can get wrong is found here, before anything runs, and report
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,11 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     problems = _check_names(top) + _check_keys(top) + _check_ids(top)
     changes, used = _overrides(path, top, overrides, seed, problems), set()
     names = [str(e.get("name", "")) for e in top.experiments]
-    chosen = set(names) if not select else select_names(select, names)
+    try:
+        chosen = set(names) if not select else select_names(select, names)
+    except UserError as e:  # the expression does not parse, or a term matches no name
+        raise UserError(f"{path}: {e}") from None
+    problems += _unselected(top, changes, chosen, select)
     experiments: list[Experiment] = []
     too_many = _check_count(top, chosen, changes, max_experiments)
     if too_many:  # nothing is expanded: report it with the file-level problems found so far
@@ -145,9 +151,10 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     experiments = list({(e.id, e.spec_hash): e for e in experiments}.values())  # --seed on a resolved seed axis
     if problems:
         raise SuiteError(path, _dedupe(problems))
-    if not experiments:
+    if not experiments:  # every term matched, the expression none (-k 'a and b')
         names = ", ".join(str(e.get("name")) for e in top.experiments)
-        raise UserError(f"{path}: -k {select!r} selects no experiment (names: {names})")
+        raise UserError(f"{path}: -k {select!r} selects no experiment: its terms match names, the expression "
+                        f"none (names: {names})")
     return Suite(path, top.suite, top.description, experiments,
                  tuple(dict.fromkeys(o.text for o in changes if id(o) in used)), note=top.note)
 
@@ -164,6 +171,29 @@ def _overrides(path: Path, top: _SuiteFile, given: list[str] | None, seed: int |
     if bad or bad_cli or bad_names:
         raise SuiteError(path, problems + bad + bad_cli + bad_names)
     return changes
+
+
+def _unselected(top: _SuiteFile, changes: list[steer.Override], chosen: set[str],
+                select: str | None) -> list[tuple[str, str]]:
+    """A command-line override that -k makes a no-op, named: NAME.KEY of an experiment -k leaves
+    out, or KEY that no selected experiment has. (The file's own overrides may name experiments
+    a selection leaves out: a run's suite.yaml records the overrides of the whole suite.)"""
+    if not select:
+        return []
+    fields = {str(e.get("name", "")): KINDS.get(k).spec.model_fields for e in top.experiments
+              if isinstance(k := e.get("kind"), str) and k in KINDS}
+    kept = ", ".join(n for n in fields if n in chosen)
+    problems = []
+    for o in changes:
+        if o.layer != steer.COMMAND_LINE:
+            continue
+        if o.name is not None and o.name not in chosen:
+            problems.append((o.label, f"experiment {o.name!r} is not selected by -k {select!r} (selected: {kept}), "
+                             f"so this would change nothing; drop it, or select it: -k {shlex.quote(select + ' or ' + o.name)}"))
+        elif o.name is None and not any(o.key in fields.get(n, {}) for n in chosen):
+            problems.append((o.label, f"no experiment selected by -k {select!r} (selected: {kept}) has a field "
+                             f"{o.key!r}, so this would change nothing; drop it"))
+    return problems
 
 
 def _read_yaml(path: Path) -> dict:
@@ -253,8 +283,9 @@ def _check_keys(top: _SuiteFile) -> list[tuple[str, str]]:
     for section in ("defaults", "matrix"):
         for key in getattr(top, section):
             if key not in fields:
-                problems.append((f"{section}.{key}", f"not a field of any experiment in this suite "
-                                 f"(fields: {', '.join(fields)})"))
+                close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+                problems.append((f"{section}.{key}", "not a field of any experiment in this suite"
+                                 + (f"; did you mean {close[0]!r}?" if close else f" (fields: {', '.join(fields)})")))
     for key, values in top.matrix.items():
         if not values:
             problems.append((f"matrix.{key}", "an axis needs at least one value"))

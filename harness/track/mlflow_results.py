@@ -37,9 +37,31 @@ def search_results(tracking_uri: str, suite: str | None = None):
             break
     runs.sort(key=lambda r: r.info.start_time)  # the order rows were run in, as in results files
     parents = {r.info.run_id: r for r in runs if PARENT_RUN_TAG not in r.data.tags}
-    rows = [_row(r, parents[r.data.tags[PARENT_RUN_TAG]], names[r.info.experiment_id]) for r in runs
-            if r.data.tags.get(PARENT_RUN_TAG) in parents and "kind" in r.data.tags]
+    rows = []
+    for r in runs:
+        if r.data.tags.get(PARENT_RUN_TAG) in parents and "kind" in r.data.tags:
+            row = _checked_row(r, parents[r.data.tags[PARENT_RUN_TAG]], names[r.info.experiment_id], tracking_uri)
+            if row is not None:
+                rows.append(row)
     return results.to_frame(sorted(rows, key=lambda row: row["run_id"]))
+
+
+def _checked_row(run, parent, suite: str, tracking_uri: str) -> dict | None:
+    """The run's row, or None with a warning naming the run when what it holds is not what `run`
+    logs (a param that is not a number, a value the schema cannot hold): a store is shared, and one
+    run that another client logged must not cost the report of every other."""
+    import sys
+
+    try:
+        row = _row(run, parent, suite)
+        why = results.storable(row)
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
+        why = f"{type(e).__name__}: {e}"
+    if why is None:
+        return row
+    print(f"warning: MLflow run {run.info.run_id} ({run.info.run_name}) in {tracking_uri}: not a row `run` logs "
+          f"({why.splitlines()[0][:200]}); skipped", file=sys.stderr)
+    return None
 
 
 def _row(run, parent, suite: str) -> dict:

@@ -22,11 +22,15 @@ _KEYS = ("model", "optimizer", "epoch", "history", "spec_hash", "elapsed_s", "rn
 
 
 def save(directory: Path, *, model, optimizer, epoch: int, history: list[dict], spec_hash: str,
-         elapsed_s: float, batches: list[tuple[int, float, float]] = ()) -> Path:
+         elapsed_s: float, batches: list[tuple[int, float, float]] = (),
+         epoch_fingerprints: list[str | None] = ()) -> Path:
     """`batches`: the sampled per-batch losses so far, (global batch, fractional epoch, loss), so that
-    a resumed run's steps and plots hold them too (optional: older checkpoints have none)."""
+    a resumed run's steps and plots hold them too; `epoch_fingerprints`: the fingerprint after each
+    epoch so far (None where unknown), so that a resumed run's row holds every epoch's (both optional:
+    older checkpoints have none)."""
     state = {
         "batches": [list(b) for b in batches],
+        "epoch_fingerprints": list(epoch_fingerprints),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,  # epochs completed

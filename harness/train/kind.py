@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.core.kinds import Kind, SpecBase, register_kind
+from harness.core.kinds import Float, Int, Kind, SpecBase, register_kind
 from harness.core.registry import unknown_name_message
 from harness.train.datasets import SHIPPED
 from harness.train.estimate import estimate_train
@@ -23,14 +23,14 @@ class TrainSpec(SpecBase):
     # fashion_mnist: the full set from the data directory; fashion_mnist_sample: 2,000 + 1,000 examples
     # shipped in the package (harness.train.datasets)
     dataset: Literal["fashion_mnist", "fashion_mnist_sample"] = "fashion_mnist"
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: Int = Field(128, ge=1)
+    epochs: Int = Field(10, ge=1, le=10_000)
     optimizer: Literal["sgd"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    resize: tuple[int, int] | None = None  # (h, w) on the device per batch; None: 28x28
-    train_limit: int | None = Field(None, ge=1)  # first N training images (smoke runs)
-    val_limit: int | None = Field(None, ge=1)  # first N validation images
-    target_accuracy: float | None = Field(None, gt=0, le=1)  # time_to_target_s is measured to it
+    lr: Float = Field(0.1, gt=0)
+    resize: tuple[Int, Int] | None = None  # (h, w) on the device per batch; None: 28x28
+    train_limit: Int | None = Field(None, ge=1)  # first N training images (smoke runs)
+    val_limit: Int | None = Field(None, ge=1)  # first N validation images
+    target_accuracy: Float | None = Field(None, gt=0, le=1)  # time_to_target_s is measured to it
     # under torchrun: batch norms normalise over the global batch (SyncBatchNorm, CUDA/NCCL only);
     # it changes the maths, not determinism (allowed in strict mode); no effect in one process
     sync_batchnorm: bool = False

@@ -48,10 +48,10 @@ def find_runs(paths: list[Path], suite: str | None = None) -> list[Path]:
     a suite directory of runs or a results root of suites; `results/` when no path is given.
     A results file found under a root that cannot be read (damaged, foreign, another schema version)
     is named in a warning on stderr and skipped; one named itself is an error (`load_checked`)."""
-    return [path for path, _ in _scan(paths, suite)]
+    return [path for path, _ in scan(paths, suite)]
 
 
-def _scan(paths: list[Path], suite: str | None = None) -> list[tuple[Path, object]]:
+def scan(paths: list[Path], suite: str | None = None) -> list[tuple[Path, object]]:
     """find_runs' runs with their results tables, each read once."""
     roots = [Path(p) for p in paths] or [Path("results")]
     found: list[tuple[Path, object]] = []
@@ -88,17 +88,11 @@ def _is_run(path: Path) -> bool:
 
 
 def load_checked(path: Path):
-    """results.load, with a file pandas or pyarrow cannot parse (garbage, cut short, not UTF-8) a
-    UserError naming it too, like a foreign or old one."""
-    try:
-        return results.load(path)
-    except UserError:
-        raise
-    except (ValueError, TypeError, OSError, LookupError, NotImplementedError) as e:  # pyarrow, pandas
-        path = Path(path)
-        file = next((path / n for n in RESULTS_FILES if (path / n).is_file()), path) if path.is_dir() else path
-        why = (str(e).splitlines() or [""])[0][:200]
-        raise UserError(f"{file}: not a readable results file ({type(e).__name__}: {why})") from None
+    """The results table of a run directory or results file, validated (harness.run.runfiles:
+    damaged, foreign, another schema version or a wrong type is a UserError naming the file)."""
+    from harness.run.runfiles import read_results
+
+    return read_results(path)
 
 
 def parse_since(text: str | None) -> dt.datetime | None:
@@ -118,7 +112,7 @@ def load_runs(paths: list[Path], suite: str | None = None, since: str | None = N
     import pandas as pd
 
     when = parse_since(since)
-    frames = [df for _, df in _scan(paths, suite)]
+    frames = [df for _, df in scan(paths, suite)]
     frame = pd.concat([df for df in frames if len(df)] or frames, ignore_index=True)
     return select(frame, suite, when, where=", ".join(map(str, paths)) or "results", runs=len(frames))
 

@@ -49,8 +49,7 @@ def load(paths: list[Path], suite: str | None = None, since: str | None = None):
 
     df, steps = [], []
     when = compare.parse_since(since)
-    for path in compare.find_runs(paths, suite):
-        rows = results.load(path)
+    for path, rows in compare.scan(paths, suite):  # each results file read (and validated) once
         df.append(rows)
         steps_csv = (path if path.is_dir() else path.parent) / "steps.csv"
         if steps_csv.is_file() and len(rows):
@@ -140,26 +139,17 @@ def _kernel_scaling(df, colours) -> list:
     return out
 
 
-STEP_COLUMNS = ("experiment", "seed", "step", "metric", "value")
-
-
 def _read_steps(path: Path):
-    """A run's steps.csv, or None (warned, its curves left out) when it cannot be read: a damaged
-    file must not cost the dashboard of every other run."""
-    import pandas as pd
+    """A run's steps.csv (harness.run.runfiles.read_steps), or None (warned, its curves left out)
+    when it is damaged or foreign: one bad file must not cost the dashboard of every other run."""
+    from harness.core.errors import UserError
+    from harness.run.runfiles import read_steps
 
     try:
-        steps = pd.read_csv(path)
-        missing = [c for c in STEP_COLUMNS if c not in steps.columns]
-        if missing:
-            raise ValueError(f"no column {', '.join(missing)}")
-        steps["step"] = pd.to_numeric(steps["step"], errors="raise")
-        steps["value"] = pd.to_numeric(steps["value"], errors="raise")
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:  # EmptyDataError is a ValueError
-        print(f"warning: {path}: cannot be read ({type(e).__name__}: {str(e).strip()[:200]}); its training "
-              f"curves are left out", file=sys.stderr)
+        return read_steps(path)
+    except UserError as e:
+        print(f"warning: {e}; its training curves are left out", file=sys.stderr)
         return None
-    return steps
 
 
 def _train_steps(df, steps):

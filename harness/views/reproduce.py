@@ -13,7 +13,6 @@ name the run it repeats; harness.views.verdict then judges each experiment.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,34 +56,25 @@ def locate(run: str, tracking_uri: str | None, scratch: Path) -> Recorded:
     if missing or not any((path / n).is_file() for n in ("results.parquet", "results.csv")):
         raise UserError(f"{run}: not a run directory (no {', '.join(missing) or 'results.parquet'}); give the "
                         f"directory a run printed, e.g. results/smoke/<UTC time>-<id>")
-    from harness.run.rundir import recorded_state
-    from harness.views.compare import load_checked
+    from harness.run import runfiles
 
-    df = load_checked(path)
+    df = runfiles.read_results(path)  # every file it recorded validated: a damaged one is exit 2, named
     if not len(df):
         raise UserError(f"{run}: the run recorded no finished row (it stopped before its first); nothing to reproduce")
-    try:
-        env = json.loads((path / "env.json").read_text())
-    except ValueError as e:
-        raise UserError(f"{path / 'env.json'}: not readable JSON ({e}); the run directory is damaged") from None
-    state = recorded_state(path)
+    env = runfiles.read_env(path / "env.json")
+    state = runfiles.read_state(path / "state.json") if (path / "state.json").exists() else {}
     parent = str(state.get("parent_run_id") or "")
     return Recorded(path, Path(origin).resolve() if origin == path else origin, run,
                     state.get("run_id") or str(df["run_id"].iloc[0]),
-                    mlflow_id or ("" if parent.startswith("offline:") else parent),
-                    env if isinstance(env, dict) else {}, state, df, _steps(path))
+                    mlflow_id or ("" if parent.startswith("offline:") else parent), env, state, df, _steps(path))
 
 
 def _steps(path: Path):
-    import pandas as pd
+    """steps.csv, the per-epoch values exactly as written (compared bit for bit), or None without one."""
+    from harness.run.runfiles import read_steps
 
     file = path / "steps.csv"
-    if not file.is_file():
-        return None
-    try:  # round_trip: the floats exactly as written (compared bit for bit)
-        return pd.read_csv(file, float_precision="round_trip")
-    except (ValueError, OSError):
-        return None
+    return read_steps(file) if file.exists() else None
 
 
 def plan(rec: Recorded, only: str | None, epochs: int | None):
@@ -196,9 +186,9 @@ def rerun(rec: Recorded, suite, *, device: str, tracker, out: Path, data_dir: st
 
 def judge_rerun(rec: Recorded, run_dir: Path):
     """The verdicts of the new run `run_dir` against the recorded one (harness.views.verdict)."""
-    from harness.run import results
+    from harness.run import results, runfiles
     from harness.views import verdict
 
     new = results.load(run_dir)
-    new_env = json.loads((run_dir / "env.json").read_text())
+    new_env = runfiles.read_env(run_dir / "env.json")
     return verdict.judge(rec.results, new, rec.steps, _steps(run_dir), rec.env, new_env)

@@ -42,6 +42,9 @@ def serve(tracking_uri: str, port: int, results_root: Path | None = None) -> int
     if tracking_uri.startswith(("http://", "https://")):
         raise UserError(f"{tracking_uri}: is already a tracking server; open it in a browser")
     _check_port(port)
+    from harness.track.store import open_store
+
+    open_store(tracking_uri, create=False)  # a damaged store, or another program's database: exit 2, named
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", HOST, "--port", str(port), "--workers", "1"]
     if results_root is not None:  # experiments created from the UI keep their artifacts beside run's
