@@ -196,6 +196,39 @@ def test_failed_and_diverged_rows_reproduced_are_failures_as_recorded_not_timing
            "not a reproduction)" in out
 
 
+def _unfinished(run_dir: Path, tmp_path: Path) -> Path:
+    """The recorded run as a run stopped before its second experiment leaves it: its suite.yaml holds
+    both, its results the first, its state.json `finished: false`."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    suite = yaml.safe_load((copy / "suite.yaml").read_text())
+    later = write_suite(tmp_path / "later.yaml", "suite: l\nexperiments:\n  - {name: later, kind: learn_kernel}\n")
+    suite["experiments"] += load_suite(later).resolved()["experiments"]
+    (copy / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    state = json.loads((copy / "state.json").read_text()) | {"finished": False}
+    (copy / "state.json").write_text(json.dumps(state))
+    return copy
+
+
+def test_an_unfinished_recorded_run_names_the_experiments_not_judged_and_fails_unless_only_restricts_it(
+        recorded, tmp_path):
+    run_dir, _, _ = recorded
+    copy = _unfinished(run_dir, tmp_path)
+    proc = run_cli("reproduce", copy, "--no-tracking", "--out", tmp_path / "a", "--epochs", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    said = ("the recorded run did not finish (its state.json says finished: false): 1 of its 2 experiment(s) "
+            "never ran there and are not judged: later")
+    assert f"warning: {said}; the reproduction fails (exit 1) unless --only EXPERIMENT restricts it" in proc.stderr
+    assert "  later               not judged: the recorded run has no row of it" in proc.stdout
+    assert "1 of 1 strict experiment(s) reproduced bitwise; 1 not judged (never run by the recorded run)" in proc.stdout
+    assert f"not judged: {said}" in proc.stdout
+
+    only = run_cli("reproduce", copy, "--no-tracking", "--out", tmp_path / "b", "--epochs", "1", "--only", "lenet")
+    assert only.returncode == 0, only.stdout + only.stderr
+    assert f"note: {said}; --only lenet restricts this reproduction to an experiment it recorded" in only.stdout
+    assert "1 of 1 strict experiment(s) reproduced bitwise\n" in only.stdout
+
+
 def test_bad_input_is_exit_2_with_one_message_and_nothing_created(recorded, tmp_path):
     run_dir, uri, _ = recorded
     empty = tmp_path / "empty"

@@ -267,8 +267,10 @@ def exit_code(verdicts: list[Verdict], rerun_failed: bool) -> int:
     return 0 if all(v.ok for v in verdicts) and not rerun_failed else 1
 
 
-def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
-    width = max([len(v.experiment) for v in verdicts] + [10])
+def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str, not_judged: list[str] = ()) -> str:
+    """The verdict lines, then one per experiment of the recorded suite that was `not_judged` (the
+    recorded run has no row of it), then the summary."""
+    width = max([len(v.experiment) for v in verdicts] + [len(e) for e in not_judged] + [10])
     lines = [f"verdict: {old_id} (recorded) -> {new_id} (now)"]
     for v in verdicts:
         pad = f"  {'':<{width}}  {'':<6}    "
@@ -277,6 +279,7 @@ def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
         lines += [f"{pad}differs: {c}" if " -> " in c else f"{pad}{c}" for c in v.causes]
         if not any(" -> " in c for c in v.causes):
             lines.append(f"{pad}differs: no recorded setting (same settings, data, code and environment)")
+    lines += [f"  {e:<{width}}  {'':<6}  not judged: the recorded run has no row of it" for e in not_judged]
     counted = [v for v in verdicts if v.counted]
     same = sum(v.reproduced for v in counted)
     as_recorded = sum(v.verdict.endswith(" as recorded") for v in counted)
@@ -284,5 +287,6 @@ def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
                   else "no experiment held to a bitwise reproduction")
                  + (f" ({as_recorded} failed or diverged as recorded: a failure, not a reproduction)" if as_recorded else "")
                  + (f"; {len(verdicts) - len(counted)} not held to it (fast mode, or kernel timings)"
-                    if len(counted) < len(verdicts) else ""))
+                    if len(counted) < len(verdicts) else "")
+                 + (f"; {len(not_judged)} not judged (never run by the recorded run)" if not_judged else ""))
     return "\n".join(lines)
