@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -194,6 +195,24 @@ def test_failed_and_diverged_rows_reproduced_are_failures_as_recorded_not_timing
     assert "no timed rows" not in out and "explains it" not in out
     assert "0 of 2 strict experiment(s) reproduced bitwise (2 failed or diverged as recorded: a failure, " \
            "not a reproduction)" in out
+
+
+def test_an_interrupted_reproduce_names_its_partial_run_directory(recorded, tmp_path):
+    run_dir, _, _ = recorded
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "reproduce", str(run_dir), "--no-tracking",
+                             "--out", str(tmp_path / "out")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("estimate:"):  # the new run directory is made, its training about to start
+            break
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, err
+    (partial,) = (tmp_path / "out" / "smoke").iterdir()
+    assert f"interrupted (SIGTERM): 0 finished rows of the reproduction are in {partial}, a partial run: no " \
+           f"verdict; run `python -m harness reproduce {run_dir}` again for one" in err
+    assert "Traceback" not in err and "verdict:" not in proc.stdout.read()
 
 
 def _unfinished(run_dir: Path, tmp_path: Path) -> Path:

@@ -60,6 +60,17 @@ def cmd_reproduce(args) -> int:
             if here.writer and e.run_dir is not None:
                 print(f"{e.rows} finished rows are in {e.run_dir}: no verdict", file=sys.stderr)
             return 1
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: the runner closed what it opened
+            from harness.run import interrupt
+
+            e = interrupt.as_interrupted(e)
+            say(f"interrupted ({e.name}): {_partial(e, args.run)}", file=sys.stderr)
+            return e.exit_code
+        except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
+            if getattr(e, "run_dir", None) is None:
+                raise
+            say(f"error: the reproduction stopped: {e}\n{_partial(e, args.run)}", file=sys.stderr)
+            return 1
         if not here.writer:
             return 0
         verdicts = reproduce.judge_rerun(rec, outcome.run_dir)
@@ -69,6 +80,15 @@ def cmd_reproduce(args) -> int:
     if unfinished:
         print(f"{'not judged' if fails else 'note'}: {unfinished}")
     return max(verdict.exit_code(verdicts, outcome.exit_code != 0), int(fails))
+
+
+def _partial(e: BaseException, run: str) -> str:
+    """Where a reproduction that stopped early left its rows, and that it gave no verdict."""
+    run_dir = getattr(e, "run_dir", None)
+    if run_dir is None:
+        return "nothing was written (the reproduction had not started)"
+    return (f"{getattr(e, 'rows', 0)} finished rows of the reproduction are in {run_dir}, a partial run: no verdict; "
+            f"run `python -m harness reproduce {run}` again for one")
 
 
 COMMANDS = {"reproduce": cmd_reproduce}
