@@ -383,6 +383,12 @@ def test_verdict_of_a_shorter_reproduction_follows_the_epoch_n_weights():
     assert "the weights were not compared" in older[0].detail
     text = verdict.format_verdicts(older, "old", "new")
     assert "bitwise" not in text.splitlines()[1] and "0 of 1 strict experiment(s) reproduced bitwise" in text
+    resumed = _rows(epoch_fingerprints='[null, "aaaa"]')  # resumed after epoch 1 from an older checkpoint
+    (v,) = verdict.judge(resumed, _rows(epochs=1, fingerprint="e1"), _trace(), one_epoch, env, env)
+    assert v.verdict == "equal within tolerance" and "or resumed from an older checkpoint" in v.compared[0]
+    (v,) = verdict.judge(_rows(fingerprint=None), _rows(), _trace(), _trace(), env, env)
+    assert v.verdict == "equal within tolerance"
+    assert v.compared[0] == "weights: not compared (the run recorded no fingerprint after epoch 2: its row has none)"
 
 
 def test_failed_rows_are_failures():

@@ -102,9 +102,10 @@ def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verd
     at = f"after epoch {epochs}" + (f" of the recorded {recorded}" if short else "")
     was = o.get("fingerprint") if not short else _epoch_prints(o)[epochs - 1] if len(_epoch_prints(o)) >= epochs else None
     now = n.get("fingerprint")
+    why = ("it was made before per-epoch fingerprints were recorded, or resumed from an older checkpoint; "
+           "reproduce it without --epochs to compare its final weights" if short else "its row has none")
     compared = [f"weights: the fingerprint {at} (the weights and every epoch's loss and accuracy)" if _has(was) else
-                f"weights: not compared (the run recorded no fingerprint {at}: it was made before per-epoch "
-                f"fingerprints were recorded; reproduce it without --epochs to compare them)"]
+                f"weights: not compared (the run recorded no fingerprint {at}: {why})"]
     numbers = f"every loss and accuracy of epoch{f's 1-{epochs}' if epochs > 1 else ' 1'} (steps.csv)"
     pairs = [(e, k, old_trace.get(e, {}).get(k), new_trace.get(e, {}).get(k)) for e in range(1, epochs + 1) for k in TRACE]
     if short:
