@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,57 @@ def test_failed_and_diverged_rows_reproduced_are_failures_as_recorded_not_timing
            "not a reproduction)" in out
 
 
+def test_an_interrupted_reproduce_names_its_partial_run_directory(recorded, tmp_path):
+    run_dir, _, _ = recorded
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "reproduce", str(run_dir), "--no-tracking",
+                             "--out", str(tmp_path / "out")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("estimate:"):  # the new run directory is made, its training about to start
+            break
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, err
+    (partial,) = (tmp_path / "out" / "smoke").iterdir()
+    assert f"interrupted (SIGTERM): 0 finished rows of the reproduction are in {partial}, a partial run: no " \
+           f"verdict; run `python -m harness reproduce {run_dir}` again for one" in err
+    assert "Traceback" not in err and "verdict:" not in proc.stdout.read()
+
+
+def _unfinished(run_dir: Path, tmp_path: Path) -> Path:
+    """The recorded run as a run stopped before its second experiment leaves it: its suite.yaml holds
+    both, its results the first, its state.json `finished: false`."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    suite = yaml.safe_load((copy / "suite.yaml").read_text())
+    later = write_suite(tmp_path / "later.yaml", "suite: l\nexperiments:\n  - {name: later, kind: learn_kernel}\n")
+    suite["experiments"] += load_suite(later).resolved()["experiments"]
+    (copy / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    state = json.loads((copy / "state.json").read_text()) | {"finished": False}
+    (copy / "state.json").write_text(json.dumps(state))
+    return copy
+
+
+def test_an_unfinished_recorded_run_names_the_experiments_not_judged_and_fails_unless_only_restricts_it(
+        recorded, tmp_path):
+    run_dir, _, _ = recorded
+    copy = _unfinished(run_dir, tmp_path)
+    proc = run_cli("reproduce", copy, "--no-tracking", "--out", tmp_path / "a", "--epochs", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    said = ("the recorded run did not finish (its state.json says finished: false): 1 of its 2 experiment(s) "
+            "never ran there and are not judged: later")
+    assert f"warning: {said}; the reproduction fails (exit 1) unless --only EXPERIMENT restricts it" in proc.stderr
+    assert "  later               not judged: the recorded run has no row of it" in proc.stdout
+    assert "1 of 1 strict experiment(s) reproduced bitwise; 1 not judged (never run by the recorded run)" in proc.stdout
+    assert f"not judged: {said}" in proc.stdout
+
+    only = run_cli("reproduce", copy, "--no-tracking", "--out", tmp_path / "b", "--epochs", "1", "--only", "lenet")
+    assert only.returncode == 0, only.stdout + only.stderr
+    assert f"note: {said}; --only lenet restricts this reproduction to an experiment it recorded" in only.stdout
+    assert "1 of 1 strict experiment(s) reproduced bitwise\n" in only.stdout
+
+
 def test_bad_input_is_exit_2_with_one_message_and_nothing_created(recorded, tmp_path):
     run_dir, uri, _ = recorded
     empty = tmp_path / "empty"
@@ -331,6 +383,12 @@ def test_verdict_of_a_shorter_reproduction_follows_the_epoch_n_weights():
     assert "the weights were not compared" in older[0].detail
     text = verdict.format_verdicts(older, "old", "new")
     assert "bitwise" not in text.splitlines()[1] and "0 of 1 strict experiment(s) reproduced bitwise" in text
+    resumed = _rows(epoch_fingerprints='[null, "aaaa"]')  # resumed after epoch 1 from an older checkpoint
+    (v,) = verdict.judge(resumed, _rows(epochs=1, fingerprint="e1"), _trace(), one_epoch, env, env)
+    assert v.verdict == "equal within tolerance" and "or resumed from an older checkpoint" in v.compared[0]
+    (v,) = verdict.judge(_rows(fingerprint=None), _rows(), _trace(), _trace(), env, env)
+    assert v.verdict == "equal within tolerance"
+    assert v.compared[0] == "weights: not compared (the run recorded no fingerprint after epoch 2: its row has none)"
 
 
 def test_failed_rows_are_failures():

@@ -153,7 +153,7 @@ def _fingerprint_blocks(f) -> list:
     same = int((f["identical"] == "yes").sum())
     return [("h2", f"Fingerprints by {by}: A = {a} → B = {b}"),
             ("p", f"{same} of {len(f)} training experiments (per seed) bitwise identical (same fingerprint: the final weights "
-                  f"and every epoch's loss and accuracy). A difference lists the recorded settings that differ; "
+                  f"and every epoch's loss and accuracy). Each row lists the recorded settings that differ, whatever the verdict; "
                   f"`python -m harness reproduce RUN` says which apply to one run."),
             ("table", f)]
 

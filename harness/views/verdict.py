@@ -102,9 +102,10 @@ def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verd
     at = f"after epoch {epochs}" + (f" of the recorded {recorded}" if short else "")
     was = o.get("fingerprint") if not short else _epoch_prints(o)[epochs - 1] if len(_epoch_prints(o)) >= epochs else None
     now = n.get("fingerprint")
+    why = ("it was made before per-epoch fingerprints were recorded, or resumed from an older checkpoint; "
+           "reproduce it without --epochs to compare its final weights" if short else "its row has none")
     compared = [f"weights: the fingerprint {at} (the weights and every epoch's loss and accuracy)" if _has(was) else
-                f"weights: not compared (the run recorded no fingerprint {at}: it was made before per-epoch "
-                f"fingerprints were recorded; reproduce it without --epochs to compare them)"]
+                f"weights: not compared (the run recorded no fingerprint {at}: {why})"]
     numbers = f"every loss and accuracy of epoch{f's 1-{epochs}' if epochs > 1 else ' 1'} (steps.csv)"
     pairs = [(e, k, old_trace.get(e, {}).get(k), new_trace.get(e, {}).get(k)) for e in range(1, epochs + 1) for k in TRACE]
     if short:
@@ -267,8 +268,10 @@ def exit_code(verdicts: list[Verdict], rerun_failed: bool) -> int:
     return 0 if all(v.ok for v in verdicts) and not rerun_failed else 1
 
 
-def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
-    width = max([len(v.experiment) for v in verdicts] + [10])
+def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str, not_judged: list[str] = ()) -> str:
+    """The verdict lines, then one per experiment of the recorded suite that was `not_judged` (the
+    recorded run has no row of it), then the summary."""
+    width = max([len(v.experiment) for v in verdicts] + [len(e) for e in not_judged] + [10])
     lines = [f"verdict: {old_id} (recorded) -> {new_id} (now)"]
     for v in verdicts:
         pad = f"  {'':<{width}}  {'':<6}    "
@@ -277,6 +280,7 @@ def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
         lines += [f"{pad}differs: {c}" if " -> " in c else f"{pad}{c}" for c in v.causes]
         if not any(" -> " in c for c in v.causes):
             lines.append(f"{pad}differs: no recorded setting (same settings, data, code and environment)")
+    lines += [f"  {e:<{width}}  {'':<6}  not judged: the recorded run has no row of it" for e in not_judged]
     counted = [v for v in verdicts if v.counted]
     same = sum(v.reproduced for v in counted)
     as_recorded = sum(v.verdict.endswith(" as recorded") for v in counted)
@@ -284,5 +288,6 @@ def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
                   else "no experiment held to a bitwise reproduction")
                  + (f" ({as_recorded} failed or diverged as recorded: a failure, not a reproduction)" if as_recorded else "")
                  + (f"; {len(verdicts) - len(counted)} not held to it (fast mode, or kernel timings)"
-                    if len(counted) < len(verdicts) else ""))
+                    if len(counted) < len(verdicts) else "")
+                 + (f"; {len(not_judged)} not judged (never run by the recorded run)" if not_judged else ""))
     return "\n".join(lines)
