@@ -40,7 +40,7 @@ class RunDir:
     writer: bool = True  # False in data-parallel processes other than rank 0: they write nothing
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
-        return self.path / "checkpoints" / experiment_id.replace("/", "_")
+        return checkpoint_path(self.path, experiment_id)
 
     def drop_checkpoint(self, experiment_id: str) -> None:
         """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
@@ -64,6 +64,11 @@ class RunDir:
         results.atomic_write_json(self.path / "state.json", {
             "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children,
             "tracking_uri": redact(self.tracking_uri), "shard": str(self.shard), "finished": self.finished})
+
+
+def checkpoint_path(run_dir: Path, experiment_id: str) -> Path:
+    """The directory of an experiment's training checkpoint in a run directory."""
+    return Path(run_dir) / "checkpoints" / experiment_id.replace("/", "_")
 
 
 def new(out_root: Path, suite_name: str, shard: Shard | None = None) -> RunDir:
