@@ -192,7 +192,8 @@ def check_out(out: Path, makes: str = "root", flag: str = "--out", example: str 
         if runs:
             raise UserError(f"{flag} {out}: is a suite directory (it holds the run directory {runs[0]}), not a results "
                             f"root; give the results root above it ({out.absolute().parent}) or a new path")
-    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    above = out.absolute().parents if makes == "file" else (out, *out.absolute().parents)  # a file may be replaced
+    existing = next((p for p in above if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise UserError(f"{flag} {out}: {existing} is a file, not a directory; {want}")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
