@@ -84,6 +84,33 @@ def check(path: Path, device: str, world_size: int, command) -> None:
                     f"made{where}: {fix} (or start a new run)")
 
 
+def check_shard(run_dir: Path, index: int, launch_dir: Path, local: bool) -> None:
+    """`launch --resume`: refuse, before anything is submitted, to continue a shard's run under
+    another commit or torch than it was made with, or (`local`: the shards are this process's
+    children and inherit its environment) other CPU threads on CPU. Another launcher's shards get
+    their threads and device from the scheduler: their own `run --resume` checks those."""
+    import harness
+    import torch
+
+    from harness.core import envinfo
+
+    before = recorded(run_dir)
+    now = {"device": before.get("device"), "torch": torch.__version__,
+           "git_commit": envinfo.git_info(Path(harness.__file__).resolve().parent).get("git_commit")}
+    if local:
+        now["threads"] = torch.get_num_threads()
+    diff = differences({k: v for k, v in before.items() if k in now}, now)
+    if not diff:
+        return
+    what = ", ".join(f"{LABELS[k]} {_short(k, a)} (now {_short(k, b)})" for k, (a, b) in diff.items())
+    code = [f"{LABELS[k]} {_short(k, a)}" for k, (a, _) in diff.items() if k != "threads"]
+    where = f" from a checkout with {', '.join(code)}" if code else ""
+    prefix = f"OMP_NUM_THREADS={diff['threads'][0]} " if "threads" in diff else ""
+    raise UserError(f"launch --resume {launch_dir}: shard {index} ({run_dir}) was made under other settings: {what}; "
+                    f"resume it as it was made{where}: {prefix}python -m harness launch --resume {launch_dir} "
+                    f"(or start a new launch)")
+
+
 def _short(key: str, value) -> str:
     return str(value)[:12] if key == "git_commit" else str(value)
 
