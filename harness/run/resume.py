@@ -78,7 +78,8 @@ def check(path: Path, device: str, world_size: int, command) -> None:
     fix = command(device=diff["device"][0] if "device" in diff else None,
                   threads=diff["threads"][0] if "threads" in diff else None,
                   nproc=diff["world_size"][0] if "world_size" in diff else None)
-    elsewhere = [f"{LABELS[k]} {_short(k, a)}" for k, (a, _) in diff.items() if k in ("device_name", "git_commit", "torch")]
+    elsewhere = [f"{LABELS[k]} {_short(k, a)}" for k, (a, _) in diff.items()
+                 if k in ("device_name", "git_commit", "torch")]
     where = f" on a machine and checkout with {', '.join(elsewhere)}" if elsewhere else ""
     raise UserError(f"--resume {path}: that run was made under other settings: {what}; resume it as it was "
                     f"made{where}: {fix} (or start a new run)")

@@ -184,7 +184,8 @@ def check_out(out: Path, makes: str = "root", flag: str = "--out", example: str 
         raise UserError(f"{flag} {out}: is a file, not a directory; {want}")
     run = enclosing_run(out)
     if run is not None and run == out.absolute():
-        raise UserError(f"{flag} {out}: is a run directory, and no command writes into one; {want}")
+        marker = next(m for m in RUN_MARKERS if (run / m).is_file())
+        raise UserError(f"{flag} {out}: is a run directory (it holds {marker}), and no command writes into one; {want}")
     if run is not None:
         raise UserError(f"{flag} {out}: is inside the run directory {run}; write outside any run directory: {want}")
     if makes in ("root", "run") and out.is_dir():
