@@ -127,6 +127,18 @@ def test_an_interrupted_launch_cancels_its_shards_and_resume_continues_them(tmp_
     state = json.loads((launch / "launch.json").read_text())
     assert state["status"] == "interrupted"
     assert all(j["state"] in ("cancelled", "done") for j in state["jobs"]), state["jobs"]
+    # resumed under other CPU threads than the shards were made with: refused before anything is submitted
+    (shard0,) = (launch / "shards" / "0" / "tinylaunch").iterdir()
+    made = json.loads((shard0 / "env.json").read_text())["torch_threads"]
+    before = (launch / "launch.json").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "harness", "launch", "--resume", str(launch)], cwd=REPO,
+                       env=env | {"OMP_NUM_THREADS": str(made + 1)}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: launch --resume {launch}: shard " in r.stderr  # 0, unless it had finished before the signal
+    assert f"was made under other settings: CPU threads {made} " \
+           f"(now {made + 1}); resume it as it was made: OMP_NUM_THREADS={made} python -m harness launch --resume " \
+           f"{launch} (or start a new launch)" in r.stderr
+    assert (launch / "launch.json").read_bytes() == before
     r = run_cli("launch", "--resume", launch)
     assert r.returncode == 0, r.stderr
     for i in (0, 1):  # continued (run --resume of its run directory), not started over

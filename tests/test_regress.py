@@ -439,6 +439,13 @@ def test_baseline_out_is_checked_before_anything_is_timed(tmp_path, capsys):
     old.write_text(json.dumps(doc({}) | {"format_version": 0}))
     check_out_file(old)  # a baseline, of any version: replacing it is how one is re-recorded
     check_out_file(tmp_path / "new" / "dir" / "b.json")  # parents that can be created
+    run = tmp_path / "results" / "tiny" / "20260101T000000Z-abcdef"  # the rule of every --out: not in a run
+    run.mkdir(parents=True)
+    (run / "state.json").write_text("{}")
+    assert baseline(run / "b.json") == (2, f"error: --out {run / 'b.json'}: is inside the run directory {run}; write "
+                                           f"outside any run directory: give the file to write (e.g. "
+                                           f"results/baselines/tiny-cpu.json)")
+    assert sorted(p.name for p in run.iterdir()) == ["state.json"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")

@@ -124,6 +124,13 @@ def cmd_run(args) -> int:
         from harness.train.datacheck import check_data  # present and sound, before anything is written
 
         check_data(mine, args.data_dir, download=args.download)
+    if args.resume is not None:  # made under these settings and on this data, before the store is opened
+        from functools import partial
+
+        from harness.run import resume
+
+        resume.check(args.resume, device, here.size, partial(resume_command, args, args.resume))
+        resume.check_data(args.resume, mine, args.data_dir, args.download, device)
     from harness.track import make_tracker
 
     tracker = make_tracker(not args.no_tracking and here.writer, uri, args.out, create=args.resume is None)
@@ -193,17 +200,28 @@ def rank_failed_line(e, here) -> str:
 
 def _stopped(e: BaseException, args, tracker) -> str:
     """What an interrupted run left, and the exact command that continues it."""
-    import os
-    import shlex
-
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "nothing was written (the run had not started)"
+    mlflow = "" if not tracker.tracking_uri else "; its open MLflow runs ended KILLED"
+    return (f"{getattr(e, 'rows', 0)} finished rows are in {run_dir} (results, steps, report){mlflow}.\n"
+            f"Continue it with:\n  {resume_command(args, run_dir)}")
+
+
+def resume_command(args, run_dir: Path, device: str | None = None, threads: int | None = None,
+                   nproc: int | None = None) -> str:
+    """The command line that continues `run_dir` with this invocation's flags; by default as many
+    processes as now (under torchrun) and its --device, else `nproc` processes in all, `device`, and
+    `OMP_NUM_THREADS=threads` (what --resume asks for when the run was made so: harness.run.resume)."""
+    import os
+    import shlex
+
     cmd = ["python", "-m", "harness", "run", str(args.suite), "--resume", str(run_dir)]
-    if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":  # under torchrun: as many processes again (+ its options)
-        cmd[:2] = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}", "-m"]
-    if args.device != "auto":
-        cmd += ["--device", args.device]
+    procs = str(nproc) if nproc is not None else os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if procs != "1":  # under torchrun: as many processes again (+ its options)
+        cmd[:2] = ["torchrun", f"--nproc_per_node={procs}", "-m"]
+    if device is not None or args.device != "auto":
+        cmd += ["--device", device or args.device]
     if args.no_tracking:
         cmd += ["--no-tracking"]
     elif args.tracking_uri:  # else --resume finds the store in the run directory's state.json
@@ -213,9 +231,7 @@ def _stopped(e: BaseException, args, tracker) -> str:
     cmd += [x for text in args.overrides or [] for x in ("--set", text)]
     cmd += [flag for flag, on in (("--fail-fast", args.fail_fast), ("--download", args.download),
                                   ("--keep-checkpoints", args.keep_checkpoints)) if on]
-    mlflow = "" if not tracker.tracking_uri else "; its open MLflow runs ended KILLED"
-    return (f"{getattr(e, 'rows', 0)} finished rows are in {run_dir} (results, steps, report){mlflow}.\n"
-            f"Continue it with:\n  {shlex.join(cmd)}")
+    return (f"OMP_NUM_THREADS={threads} " if threads is not None else "") + shlex.join(cmd)
 
 
 def _shard(args):

@@ -40,7 +40,7 @@ class RunDir:
     writer: bool = True  # False in data-parallel processes other than rank 0: they write nothing
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
-        return self.path / "checkpoints" / experiment_id.replace("/", "_")
+        return checkpoint_path(self.path, experiment_id)
 
     def drop_checkpoint(self, experiment_id: str) -> None:
         """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
@@ -64,6 +64,11 @@ class RunDir:
         results.atomic_write_json(self.path / "state.json", {
             "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children,
             "tracking_uri": redact(self.tracking_uri), "shard": str(self.shard), "finished": self.finished})
+
+
+def checkpoint_path(run_dir: Path, experiment_id: str) -> Path:
+    """The directory of an experiment's training checkpoint in a run directory."""
+    return Path(run_dir) / "checkpoints" / experiment_id.replace("/", "_")
 
 
 def new(out_root: Path, suite_name: str, shard: Shard | None = None) -> RunDir:
@@ -179,7 +184,8 @@ def check_out(out: Path, makes: str = "root", flag: str = "--out", example: str 
         raise UserError(f"{flag} {out}: is a file, not a directory; {want}")
     run = enclosing_run(out)
     if run is not None and run == out.absolute():
-        raise UserError(f"{flag} {out}: is a run directory, and no command writes into one; {want}")
+        marker = next(m for m in RUN_MARKERS if (run / m).is_file())
+        raise UserError(f"{flag} {out}: is a run directory (it holds {marker}), and no command writes into one; {want}")
     if run is not None:
         raise UserError(f"{flag} {out}: is inside the run directory {run}; write outside any run directory: {want}")
     if makes in ("root", "run") and out.is_dir():
@@ -187,7 +193,8 @@ def check_out(out: Path, makes: str = "root", flag: str = "--out", example: str 
         if runs:
             raise UserError(f"{flag} {out}: is a suite directory (it holds the run directory {runs[0]}), not a results "
                             f"root; give the results root above it ({out.absolute().parent}) or a new path")
-    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    above = out.absolute().parents if makes == "file" else (out, *out.absolute().parents)  # a file may be replaced
+    existing = next((p for p in above if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise UserError(f"{flag} {out}: {existing} is a file, not a directory; {want}")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):

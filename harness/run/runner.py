@@ -69,7 +69,8 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
 
     t_start = time.perf_counter()
     here = distributed.world()
-    env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg(), "started_at": _now()}
+    env = envinfo.collect() | {"device": device, "world_size": here.size, "argv": argv or [], "load_avg_start": _load_avg(),
+                               "started_at": _now()}  # device, world size, threads: what --resume checks (run/resume.py)
     if reproduces:
         env["reproduces"] = reproduces
     run, rows, steps = None, [], []

@@ -142,6 +142,11 @@ def resume(launch_dir: Path, tracking_uri: str | None = None) -> int:
         else:
             _close_if_dead(job, suite.name)  # gone while no launcher watched it
             todo.append(job["index"])
+    from harness.run import resume as resumed
+
+    for i in todo:  # what each unfinished shard was made under, before anything is submitted
+        if (run_dir := _run_dir(jobs[i], suite.name)) is not None:
+            resumed.check_shard(run_dir, i, launch_dir, local=state["launcher"] == "local")
     kept = len(jobs) - len(todo)
     print(f"launch --resume {launch_dir}: resubmitting {len(todo)} shard(s) "
           f"({', '.join(str(i) for i in todo) or 'none'}); {kept} finished or still running", file=sys.stderr)

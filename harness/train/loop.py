@@ -118,7 +118,7 @@ def train(exp, device, ctx) -> dict:
             if not diverged and world.writer:  # saved before the epoch is announced: what is printed is resumable
                 checkpoint.save(ctx.checkpoint_dir, model=ddp.unwrap(model), optimizer=optimizer,
                                 epoch=epoch + 1, history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed,
-                                batches=batches, epoch_fingerprints=prints)
+                                batches=batches, epoch_fingerprints=prints, data_digest=data.digest)
             ctx.log(metrics, epoch + 1)
             ctx.unit_done(epoch + 1, metrics["epoch_time_s"])  # the suite's estimate learns from it
             ctx.note(f"  {exp.id} epoch {epoch + 1}/{spec.epochs}: train_loss {metrics['train_loss']:.4f} "
