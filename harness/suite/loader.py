@@ -169,7 +169,6 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
                  note=_marked_note(top.note, applied))
 
 
-
 def _marked_note(note: str, applied: list[steer.Override]) -> str:
     """The suite's note, marked when --set changed the suite it was written for ("on 512 images for 2
     epochs" is not true of a run with --set epochs=30): kept rather than dropped, since the rest of
