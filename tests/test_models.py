@@ -376,3 +376,13 @@ def test_resnext_refuses_arguments_that_are_not_numbers():
     with pytest.raises(UserError, match=r"^model 'resnext': groups must be a positive integer and bot_mul a "
                                         r"positive number; got groups=True, bot_mul=1.0"):
         create_model("resnext", input_size=(32, 32), groups=True)
+
+
+def test_summary_of_an_input_too_large_for_memory_is_refused_before_building():
+    from conftest import run_cli
+
+    proc = run_cli("summary", "lenet", "--input", "1,1,100000,100000")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: --input 1,1,100000,100000: model lenet on this input needs about 5.3 TiB "
+                                  "(the batch, every layer's output and the weights, fp32), more than this machine's ")
+    assert proc.stderr.rstrip().endswith("of memory; give a smaller N or H,W")

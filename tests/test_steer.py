@@ -322,3 +322,43 @@ def test_a_whole_number_is_still_a_float_and_numbers_stay_strict_in_the_file(tmp
         f"{path}: experiments[0].epochs: Input should be a valid integer (got True)",
         f"{path}: experiments[0].resize[1]: Input should be a valid integer (got True)",
         f"{path}: experiments[0].train_limit: Input should be a valid integer (got '8')"]
+
+
+NOTED = """
+suite: noted
+note: Three iterations only, a pipeline check.
+experiments:
+  - {name: learn, kind: learn_kernel, iterations: 3}
+"""
+
+
+def test_the_note_is_marked_as_written_for_the_suite_as_declared_once_set_changed_it(tmp_path):
+    """The note's numbers describe the suite as declared: after --set, a run prints and reports it marked
+    with what changed; --seed alone changes no size and leaves it; the run's suite.yaml keeps the mark."""
+    path = write_suite(tmp_path / "noted.yaml", NOTED)
+    out = tmp_path / "results"
+    proc = run_cli("run", path, "--set", "iterations=30", "--no-tracking", "--device", "cpu", "--out", out,
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    marked = ("(written for the suite as declared; this run changed it with --set iterations=30) Three iterations "
+              "only, a pipeline check.")
+    assert f"note: {marked}" in proc.stdout.splitlines()
+    (run_dir,) = (out / "noted").iterdir()
+    assert f"- **Note:** {marked}" in (run_dir / "report.md").read_text()
+    assert load_suite(run_dir / "suite.yaml").note == marked  # reproduce reads the same note
+    assert load_suite(run_dir / "suite.yaml", overrides=["iterations=4"]).note == (
+        "(written for the suite as declared; this run changed it with --set iterations=4) Three iterations only, "
+        "a pipeline check.")  # renewed, not stacked
+    assert load_suite(path, seed=5).note == load_suite(path).note == "Three iterations only, a pipeline check."
+
+
+def test_a_note_at_the_limit_still_loads_with_its_mark_and_one_over_it_does_not(tmp_path):
+    import yaml as _yaml
+
+    full = write_suite(tmp_path / "full.yaml", NOTED.replace("Three iterations only, a pipeline check.", "x" * 2000))
+    resolved = load_suite(full, overrides=["iterations=4"]).resolved()
+    again = write_suite(tmp_path / "again.yaml", _yaml.safe_dump(resolved, sort_keys=False))
+    assert load_suite(again).note.endswith("x" * 2000)  # a run's suite.yaml must load (reproduce, --resume)
+    over = write_suite(tmp_path / "over.yaml", NOTED.replace("Three iterations only, a pipeline check.", "x" * 2001))
+    with pytest.raises(UserError, match=r"over.yaml: note: String should have at most 2000 characters"):
+        load_suite(over)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -295,7 +296,16 @@ def cmd_summary(args) -> int:
         shape = ()
     if len(shape) != 4 or min(shape) < 1:
         raise UserError(f"--input {args.input}: give four positive integers N,C,H,W, e.g. 1,1,96,96")
-    from harness.models import create_model, summary_table
+    from harness.core.envinfo import gib, host_memory_bytes
+    from harness.models import MODELS, create_model, estimate_size, summary_table
+
+    MODELS.get(args.model)  # an unknown model: its did-you-mean first
+    size = estimate_size(args.model, shape)  # arithmetic: nothing built yet
+    need = None if size is None else 4 * (math.prod(shape) + size.activations + size.params)
+    if need is not None and need > host_memory_bytes():
+        raise UserError(f"--input {args.input}: model {args.model} on this input needs about {gib(need)} (the batch, "
+                        f"every layer's output and the weights, fp32), more than this machine's "
+                        f"{gib(host_memory_bytes())} of memory; give a smaller N or H,W")
 
     model = create_model(args.model, in_channels=shape[1], input_size=shape[2:])
     rows = summary_table(model, shape)

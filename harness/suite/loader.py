@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS, NAME_PATTERN, SpecBase, pydantic_problems
@@ -33,6 +33,8 @@ MAX_ERRORS_SHOWN = 8
 # is MLflow child runs, so 1,000 is already hours to days of work and a thousand-run MLflow view.
 # Loading 1,000 takes about a second; a larger study is deliberate (--max-experiments N).
 MAX_EXPERIMENTS = 1_000
+NOTE_LIMIT = 2000  # characters of a suite's note
+NOTE_MARK = re.compile(r"^\(written for the suite as declared; this run changed it with [^)]*\) ")
 SEED_LIMIT = 2**63  # seeds are stored in an Int64 results column (and torch takes 64 bits)
 
 
@@ -52,12 +54,19 @@ class _SuiteFile(BaseModel):
 
     suite: str = Field(pattern=NAME_PATTERN, max_length=80)
     description: str = ""
-    note: str = Field("", max_length=2000)  # shown in the run's report headline and at the end of `run`
+    note: str = ""  # shown in the run's report headline and at the end of `run`; at most NOTE_LIMIT
     defaults: dict[str, Any] = {}
     experiments: list[dict[str, Any]] = Field(min_length=1)
     matrix: dict[str, list[Any]] = {}
     overrides: list[str] = []  # KEY=VALUE / NAME.KEY=VALUE, applied like --set (harness.suite.overrides)
     source: str = ""  # a run's resolved suite.yaml: the file it was resolved from (informational)
+
+    @field_validator("note")
+    @classmethod
+    def _note_length(cls, note: str) -> str:  # the mark a run adds (_marked_note) is not counted
+        if len(NOTE_MARK.sub("", note)) > NOTE_LIMIT:
+            raise ValueError(f"String should have at most {NOTE_LIMIT} characters (got {len(note):,})")
+        return note
 
 
 @dataclass(frozen=True)
@@ -155,8 +164,20 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
         names = ", ".join(str(e.get("name")) for e in top.experiments)
         raise UserError(f"{path}: -k {select!r} selects no experiment: its terms match names, the expression "
                         f"none (names: {names})")
-    return Suite(path, top.suite, top.description, experiments,
-                 tuple(dict.fromkeys(o.text for o in changes if id(o) in used)), note=top.note)
+    applied = [o for o in changes if id(o) in used]
+    return Suite(path, top.suite, top.description, experiments, tuple(dict.fromkeys(o.text for o in applied)),
+                 note=_marked_note(top.note, applied))
+
+
+def _marked_note(note: str, applied: list[steer.Override]) -> str:
+    """The suite's note, marked when --set changed the suite it was written for ("on 512 images for 2
+    epochs" is not true of a run with --set epochs=30): kept rather than dropped, since the rest of
+    it (how to read the numbers, what to run instead) usually still holds. --seed changes no size and
+    leaves it alone. Marked once: a run's suite.yaml keeps the mark, and --set on it again renews it."""
+    if not note or not any(o.layer == steer.COMMAND_LINE and not o.sole for o in applied):
+        return note
+    changed = ", ".join(f"--set {o.text}" for o in applied if not o.sole)
+    return f"(written for the suite as declared; this run changed it with {changed}) " + NOTE_MARK.sub("", note)
 
 
 def _overrides(path: Path, top: _SuiteFile, given: list[str] | None, seed: int | None,
