@@ -271,3 +271,22 @@ def test_resume_of_a_run_with_a_damaged_file_is_exit_2_naming_it_and_changes_not
     assert err.startswith(f"error: {run / file}:") and says in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_reproduce_by_mlflow_id_of_a_run_directory_with_a_damaged_state_json_is_exit_2(mlflow_uri, tmp_path, capsys):
+    """The run directory a parent run names (its run_dir tag) is used only when its state.json, read
+    validated, names that run: one nested 100,000 levels deep is not, and the run has no artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    run = tmp_path / "results" / "kfiles" / "20260101T000000Z-aaaaaa"
+    run.mkdir(parents=True)
+    (run / "state.json").write_text(DEEP)
+    (run / "suite.yaml").write_text("suite: kfiles\nexperiments: []\n")
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    parent = client.create_run(client.create_experiment("kfiles"), run_name=run.name, tags={"run_dir": str(run)})
+    client.set_terminated(parent.info.run_id)
+    code = cli.main(["reproduce", parent.info.run_id, "--tracking-uri", mlflow_uri, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: MLflow run {parent.info.run_id} in {mlflow_uri}: its run directory {run} is not"), err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
