@@ -252,3 +252,41 @@ def test_a_run_in_the_store_that_run_did_not_log_is_warned_and_the_report_goes_o
     assert err == (f"warning: MLflow run {ids['zero']} (a/native/zero) in {mlflow_uri}: not a row `run` logs "
                    f"(ValueError: invalid literal for int() with base 10: 'zero'); skipped\n"), err
     assert "corr2d" in out and "native" in out
+
+
+RESUMED = [k for k in DAMAGE if k[0] in ("state.json", "suite.yaml", "steps.csv", "results.parquet")]
+
+
+@pytest.mark.parametrize("file,damage", RESUMED, ids=[f"{f}-{d}" for f, d in RESUMED])
+def test_resume_of_a_run_with_a_damaged_file_is_exit_2_naming_it_and_changes_nothing(shards, tmp_path, capsys,
+                                                                                     file, damage):
+    run = shutil.copytree(shards[0], tmp_path / "s0")
+    how, says = DAMAGE[(file, damage)]
+    how(run / file)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    suite = write_suite(tmp_path / "s.yaml", SUITE)
+    code = cli.main(["run", str(suite), "--shard", "0/2", "--resume", str(run), "--no-tracking"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {run / file}:") and says in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_reproduce_by_mlflow_id_of_a_run_directory_with_a_damaged_state_json_is_exit_2(mlflow_uri, tmp_path, capsys):
+    """The run directory a parent run names (its run_dir tag) is used only when its state.json, read
+    validated, names that run: one nested 100,000 levels deep is not, and the run has no artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    run = tmp_path / "results" / "kfiles" / "20260101T000000Z-aaaaaa"
+    run.mkdir(parents=True)
+    (run / "state.json").write_text(DEEP)
+    (run / "suite.yaml").write_text("suite: kfiles\nexperiments: []\n")
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    parent = client.create_run(client.create_experiment("kfiles"), run_name=run.name, tags={"run_dir": str(run)})
+    client.set_terminated(parent.info.run_id)
+    code = cli.main(["reproduce", parent.info.run_id, "--tracking-uri", mlflow_uri, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: MLflow run {parent.info.run_id} in {mlflow_uri}: its run directory {run} is not"), err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from harness.run import results
+from harness.run import results, runfiles
 from harness.core.errors import UserError
 from harness.suite.shard import WHOLE, Shard, parse_shard
 
@@ -84,18 +81,14 @@ def reopen(path: Path, suite, shard: Shard | None = None) -> RunDir:
     if not state_file.exists() or not suite_file.exists():
         raise UserError(f"--resume {path}: not a run directory (no state.json / suite.yaml); give the "
                         f"directory a run printed, e.g. results/{suite.name}/<UTC time>-<id>")
-    before = yaml.safe_load(suite_file.read_text())
+    before = runfiles.read_suite(suite_file)  # every file read back validated: a damaged one is named
     if before.get("suite") != suite.name or before.get("experiments") != suite.resolved()["experiments"]:
         raise UserError(f"--resume {path}: the suite changed since that run ({suite_file} differs from "
                         f"{suite.path} as resolved now); resume with the same suite, seed and -k, or start a new run")
-    try:
-        state = json.loads(state_file.read_text())
-        run = RunDir(path, state["run_id"], state["parent_run_id"], state["children"], resumed=True,
-                     tracking_uri=state.get("tracking_uri", ""),
-                     shard=parse_shard(state.get("shard", "0/1"), {}, flag=f"{state_file}: shard"))
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"--resume {path}: {state_file} is damaged ({type(e).__name__}: {e}); "
-                        f"start a new run") from None
+    state = runfiles.read_state(state_file)
+    run = RunDir(path, state["run_id"], state["parent_run_id"], state["children"], resumed=True,
+                 tracking_uri=state.get("tracking_uri", ""),
+                 shard=parse_shard(state.get("shard", "0/1"), {}, flag=f"{state_file}: shard"))
     if shard is not None and shard != run.shard:
         raise UserError(f"--shard {shard}: {path} is shard {run.shard}; resume it with --shard {run.shard} "
                         f"(or without --shard)")
@@ -105,9 +98,7 @@ def reopen(path: Path, suite, shard: Shard | None = None) -> RunDir:
             if row["status"] in FINISHED:
                 run.done[task_key(row["experiment"], row["variant"], row["size"])] = plain_row(row)
     if (path / "steps.csv").exists():
-        import pandas as pd
-
-        steps = pd.read_csv(path / "steps.csv").to_dict("records")
+        steps = [plain_row(s) for s in runfiles.read_steps(path / "steps.csv").to_dict("records")]
         run.old_steps = [s for s in steps if task_key(s["experiment"], s["variant"], s["size"]) in run.done]
     return run
 
@@ -134,10 +125,9 @@ def find_under(paths: list[Path], marker: str, no_dir: str, none_below: str, is_
 def recorded_state(path: Path) -> dict:
     """state.json of a run directory, or {} when it is missing or unreadable (reopen says why)."""
     try:
-        state = json.loads((Path(path) / "state.json").read_text())
-    except (OSError, ValueError):
+        return runfiles.read_state(Path(path) / "state.json")
+    except UserError:
         return {}
-    return state if isinstance(state, dict) else {}
 
 
 # A directory holding one of these files is a run (or a launch): no command's --out is one, or lies in one.

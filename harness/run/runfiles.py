@@ -44,8 +44,8 @@ class _Open(BaseModel):
 
 class _State(_Open):
     run_id: StrictStr
-    parent_run_id: StrictStr = ""
-    children: dict[StrictStr, StrictStr] = {}
+    parent_run_id: StrictStr
+    children: dict[StrictStr, StrictStr]
     tracking_uri: StrictStr = ""
     shard: StrictStr = "0/1"
     finished: StrictBool = False

@@ -8,7 +8,6 @@ those artifacts downloaded into `dest`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -61,8 +60,12 @@ def _get(client: MlflowClient, run_id: str, tracking_uri: str):
 
 
 def _logged_by(path: Path, parent_id: str) -> bool:
+    """Whether the run directory `path` here is the one that logged the parent run (its state.json,
+    validated: a damaged one is not that run directory, and its artifacts are read instead)."""
+    from harness.run.runfiles import read_state
+
     try:
-        state = json.loads((path / "state.json").read_text())
-    except (OSError, ValueError):
+        state = read_state(path / "state.json")
+    except UserError:
         return False
-    return isinstance(state, dict) and state.get("parent_run_id") == parent_id and (path / "suite.yaml").is_file()
+    return state.get("parent_run_id") == parent_id and (path / "suite.yaml").is_file()
