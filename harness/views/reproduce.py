@@ -156,7 +156,8 @@ def _merge_gaps(path: Path) -> str:
     runs = merged.get("runs") if isinstance(merged.get("runs"), dict) else {}
     missing = [str(s) for s in merged["missing"]] if isinstance(merged.get("missing"), list) else []
     unfinished = [str(s) for s, r in runs.items() if isinstance(r, dict) and r.get("finished") is False]
-    return "; ".join([f"{', '.join(missing)} missing"] * bool(missing) + [f"{', '.join(unfinished)} unfinished"] * bool(unfinished))
+    said = [f"{', '.join(names)} {what}" for names, what in ((missing, "missing"), (unfinished, "unfinished")) if names]
+    return "; ".join(said)
 
 
 def checkout_warnings(rec: Recorded) -> list[str]:
