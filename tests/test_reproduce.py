@@ -248,6 +248,28 @@ def test_an_unfinished_recorded_run_names_the_experiments_not_judged_and_fails_u
     assert "1 of 1 strict experiment(s) reproduced bitwise\n" in only.stdout
 
 
+def test_a_merge_with_a_missing_shard_names_its_experiments_not_judged(tmp_path):
+    write_suite(tmp_path / "two.yaml", """
+        suite: two
+        experiments:
+          - {name: one, kind: learn_kernel, iterations: 3}
+          - {name: two, kind: learn_kernel, iterations: 4}
+    """)
+    proc = run_cli("run", "two.yaml", "--shard", "0/2", "--no-tracking", "--out", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (shard,) = (tmp_path / "r" / "two").iterdir()
+    merged = tmp_path / "merged"
+    proc = run_cli("merge", shard, "--out", merged, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # 1/2 missing
+    (merged,) = {p.parent for p in merged.rglob("merge.json")}  # --out itself, or a run directory below it
+    proc = run_cli("reproduce", merged, "--no-tracking", "--out", tmp_path / "again", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "one         strict  bitwise identical" in proc.stdout
+    assert "  two                 not judged: the recorded run has no row of it" in proc.stdout
+    assert "not judged: the recorded run is a merge of shards, 1/2 missing (its merge.json): 1 of its 2 " \
+           "experiment(s) never ran there and are not judged: two" in proc.stdout
+
+
 def test_bad_input_is_exit_2_with_one_message_and_nothing_created(recorded, tmp_path):
     run_dir, uri, _ = recorded
     empty = tmp_path / "empty"

@@ -117,11 +117,13 @@ def plan(rec: Recorded, only: str | None, epochs: int | None):
 def incomplete(rec: Recorded, not_run: list[str], only: str | None) -> tuple[str | None, bool]:
     """(what to say when the recorded run did not finish or has experiments without a row, else None;
     whether that fails the reproduction: yes, unless --only restricted it to an experiment it recorded)."""
-    unfinished = rec.state.get("finished") is False
+    gaps = _merge_gaps(rec.path)
+    unfinished = rec.state.get("finished") is False or bool(gaps)
     if not unfinished and not not_run:
         return None, False
     total = len(rec.results["experiment"].dropna().unique()) + len(not_run)
-    why = ("the recorded run did not finish (its state.json says finished: false)" if unfinished else
+    why = (f"the recorded run is a merge of shards, {gaps} (its merge.json)" if gaps else
+           "the recorded run did not finish (its state.json says finished: false)" if unfinished else
            "the recorded run has no row of some of its experiments" + (
                " (it stopped at its first failure: --fail-fast)" if "--fail-fast" in rec.env.get("argv", []) else ""))
     what = (f"{len(not_run)} of its {total} experiment(s) never ran there and are not judged: {', '.join(not_run)}"
@@ -130,6 +132,22 @@ def incomplete(rec: Recorded, not_run: list[str], only: str | None) -> tuple[str
         return f"{why}: {what}; --only {only} restricts this reproduction to an experiment it recorded", False
     return (f"{why}: {what}; the reproduction fails (exit 1) unless --only EXPERIMENT restricts it to what "
             f"the run recorded"), True
+
+
+def _merge_gaps(path: Path) -> str:
+    """A merged run's missing and unfinished shards (merge.json, harness.scale.merge), e.g.
+    "1/2 missing"; "" for a run that is no merge, or a merge of every shard, each finished."""
+    try:
+        merged = json.loads((path / "merge.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(merged, dict):
+        return ""
+    runs = merged.get("runs") if isinstance(merged.get("runs"), dict) else {}
+    missing = [str(s) for s in merged["missing"]] if isinstance(merged.get("missing"), list) else []
+    unfinished = [str(s) for s, r in runs.items() if isinstance(r, dict) and r.get("finished") is False]
+    said = [f"{', '.join(names)} {what}" for names, what in ((missing, "missing"), (unfinished, "unfinished")) if names]
+    return "; ".join(said)
 
 
 def checkout_warnings(rec: Recorded) -> list[str]:

@@ -100,7 +100,8 @@ def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verd
     epochs, recorded = int(n["epochs"]), int(o["epochs"])
     short = epochs < recorded  # `reproduce --epochs N`: compared after epoch N of the recorded run
     at = f"after epoch {epochs}" + (f" of the recorded {recorded}" if short else "")
-    was = o.get("fingerprint") if not short else _epoch_prints(o)[epochs - 1] if len(_epoch_prints(o)) >= epochs else None
+    prints = _epoch_prints(o)
+    was = o.get("fingerprint") if not short else prints[epochs - 1] if len(prints) >= epochs else None
     now = n.get("fingerprint")
     why = ("it was made before per-epoch fingerprints were recorded, or resumed from an older checkpoint; "
            "reproduce it without --epochs to compare its final weights" if short else "its row has none")
