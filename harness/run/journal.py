@@ -145,13 +145,25 @@ class Journal:
         self._write("end", run_id, t, status=status)
 
     def close(self) -> None:
-        """Every run still open ends KILLED: in the inner tracker if it can, in the journal always."""
+        """Every run still open ends KILLED: in the inner tracker if it can, in the journal if its disk
+        takes the line. Never raises (it runs on the way out of a failure): what it could not end is in
+        `unclosed` (the inner tracker's runs) and `close_error` (the journal's line)."""
         t = _now_ms()
         try:
             self._guard("close", self.inner.close)
         finally:
             if self.path.exists():  # only a run that started has anything to close
-                self._write("close", "", t)
+                try:
+                    self._write("close", "", t)
+                except OSError as e:  # a full disk: `run --resume` still continues the runs
+                    self.close_error = e
+
+    close_error: OSError | None = None
+
+    @property
+    def unclosed(self) -> list[str]:
+        """The inner tracker's runs that `close` could not end (the store cannot be written)."""
+        return list(getattr(self.inner, "unclosed", []))
 
     def _guard(self, op: str, call, *args, **kwargs):
         try:
