@@ -92,6 +92,7 @@ class Journal:
         self.path = Path(run_dir) / FILE
         self._parent = ""  # the parent's id here (the inner tracker's, or offline:<name>)
         self.failures: list[str] = []  # inner calls that raised, "op: error"
+        self.close_error: OSError | None = None  # the close line could not be written (a full disk)
 
     tracking_uri = property(lambda self: self.inner.tracking_uri)
     experiment_id = property(lambda self: self.inner.experiment_id)
@@ -147,7 +148,7 @@ class Journal:
     def close(self) -> None:
         """Every run still open ends KILLED: in the inner tracker if it can, in the journal if its disk
         takes the line. Never raises (it runs on the way out of a failure): what it could not end is in
-        `unclosed` (the inner tracker's runs) and `close_error` (the journal's line)."""
+        the inner tracker's `unclosed` (MlflowTracker) and in `close_error` (the journal's line)."""
         t = _now_ms()
         try:
             self._guard("close", self.inner.close)
@@ -157,13 +158,6 @@ class Journal:
                     self._write("close", "", t)
                 except OSError as e:  # a full disk: `run --resume` still continues the runs
                     self.close_error = e
-
-    close_error: OSError | None = None
-
-    @property
-    def unclosed(self) -> list[str]:
-        """The inner tracker's runs that `close` could not end (the store cannot be written)."""
-        return list(getattr(self.inner, "unclosed", []))
 
     def _guard(self, op: str, call, *args, **kwargs):
         try:

@@ -149,7 +149,7 @@ def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
             if run is None or not run.path.is_dir():
                 print(f"warning: could not write the results: {type(w).__name__}: {w}", file=sys.stderr)
         finally:
-            tracker.close()  # never raises: what it could not end, it says (Journal.unclosed, .close_error)
+            tracker.close()  # never raises: what it could not end is in .close_error (MlflowTracker: .unclosed)
     if run is not None and run.path.is_dir():
         e.run_dir, e.rows = run.path, len(run.with_kept(rows))
         e.written, e.write_error, e.journal_error = _written(run, rows, steps), write_error, tracker.close_error
