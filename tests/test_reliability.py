@@ -320,8 +320,9 @@ def test_a_full_disk_still_closes_every_mlflow_run_and_the_journal(tmp_path, mlf
     err = capsys.readouterr().err
     assert code == 1
     (run_dir,) = (tmp_path / "r" / "q").iterdir()
-    assert "error: the run stopped: [Errno 28] No space left on device" in err
-    assert f"--resume {run_dir}" in err
+    assert "error: the run stopped: the disk is full (No space left on device)" in err
+    assert f"the 1 finished rows could not be written into {run_dir}: the disk is full" in err  # none claimed
+    assert "its open MLflow runs ended KILLED" in err and f"--resume {run_dir}" in err
     runs = _runs(mlflow_uri, "q")
     assert runs and "RUNNING" not in {r.info.status for r in runs}
     assert json.loads((run_dir / "tracking.jsonl").read_text().splitlines()[-1])["op"] == "close"

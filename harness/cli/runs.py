@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
     except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
         if getattr(e, "run_dir", None) is None:
             raise
-        print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
+        print(f"error: the run stopped: {_why(e)}\n{_stopped(e, args, tracker)}", file=sys.stderr)
         return 1
     if not here.writer:  # rank 0 reports the outcome and exits 1 if a row failed: exiting 1 first here would
         return 0          # make torchrun end rank 0 (SIGTERM) before it printed the summary
@@ -204,9 +204,7 @@ def _stopped(e: BaseException, args, tracker) -> str:
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "nothing was written (the run had not started)"
-    mlflow = "" if not tracker.tracking_uri else "; its open MLflow runs ended KILLED"
-    return (f"{getattr(e, 'rows', 0)} finished rows are in {run_dir} (results, steps, report){mlflow}.\n"
-            f"Continue it with:\n  {resume_command(args, run_dir)}")
+    return f"{_kept(e, run_dir)}{_closed(e, tracker, run_dir)}\nContinue it with:\n  {resume_command(args, run_dir)}"
 
 
 def resume_command(args, run_dir: Path, device: str | None = None, threads: int | None = None,
@@ -233,6 +231,50 @@ def resume_command(args, run_dir: Path, device: str | None = None, threads: int 
     cmd += [flag for flag, on in (("--fail-fast", args.fail_fast), ("--download", args.download),
                                   ("--keep-checkpoints", args.keep_checkpoints)) if on]
     return (f"OMP_NUM_THREADS={threads} " if threads is not None else "") + shlex.join(cmd)
+
+
+def _why(error: BaseException | None) -> str:
+    """An error in a few words: a full disk (ENOSPC, or SQLite's "database or disk is full" inside
+    MLflow's exception) said so, else the error's first line."""
+    import errno
+
+    if error is None:
+        return "unknown"
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        where = f": {error.filename}" if getattr(error, "filename", None) else ""
+        return f"the disk is full ({error.strerror}{where})"
+    if "database or disk is full" in str(error):
+        return "the disk is full (the MLflow store: database or disk is full)"
+    text = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _kept(e: BaseException, run_dir) -> str:
+    """Which of the run's files its cleanup wrote (runner._abort): only those are claimed."""
+    from harness.run.runner import WRITTEN
+
+    rows, written = getattr(e, "rows", 0), getattr(e, "written", WRITTEN)
+    if tuple(written) == WRITTEN:
+        return f"{rows} finished rows are in {run_dir} (results, steps, report)"
+    missing = ", ".join(w for w in WRITTEN if w not in written)
+    why = _why(getattr(e, "write_error", None))
+    if not written:
+        return f"the {rows} finished rows could not be written into {run_dir}: {why}; `--resume` runs them again"
+    return f"{rows} finished rows are in {run_dir} ({', '.join(written)}; not written: {missing}: {why})"
+
+
+def _closed(e: BaseException, tracker, run_dir) -> str:
+    """Whether the open MLflow runs were ended KILLED, and if not, what ends them later."""
+    if not tracker.tracking_uri:
+        return "."
+    unclosed = getattr(tracker, "unclosed", [])
+    if not unclosed:
+        return "; its open MLflow runs ended KILLED."
+    later = "`--resume` below continues them"
+    if getattr(e, "journal_error", None) is None:  # the journal has the close: a sync replays it
+        later += f", or `python -m harness sync {run_dir}` ends them KILLED"
+    return (f".\n{len(unclosed)} open MLflow run(s) could not be ended: {_why(tracker.close_error)}; they stay "
+            f"RUNNING until {later}, once there is space.")
 
 
 def _shard(args):

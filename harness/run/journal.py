@@ -92,6 +92,7 @@ class Journal:
         self.path = Path(run_dir) / FILE
         self._parent = ""  # the parent's id here (the inner tracker's, or offline:<name>)
         self.failures: list[str] = []  # inner calls that raised, "op: error"
+        self.close_error: OSError | None = None  # the close line could not be written (a full disk)
 
     tracking_uri = property(lambda self: self.inner.tracking_uri)
     experiment_id = property(lambda self: self.inner.experiment_id)
@@ -145,13 +146,18 @@ class Journal:
         self._write("end", run_id, t, status=status)
 
     def close(self) -> None:
-        """Every run still open ends KILLED: in the inner tracker if it can, in the journal always."""
+        """Every run still open ends KILLED: in the inner tracker if it can, in the journal if its disk
+        takes the line. Never raises (it runs on the way out of a failure): what it could not end is in
+        the inner tracker's `unclosed` (MlflowTracker) and in `close_error` (the journal's line)."""
         t = _now_ms()
         try:
             self._guard("close", self.inner.close)
         finally:
             if self.path.exists():  # only a run that started has anything to close
-                self._write("close", "", t)
+                try:
+                    self._write("close", "", t)
+                except OSError as e:  # a full disk: `run --resume` still continues the runs
+                    self.close_error = e
 
     def _guard(self, op: str, call, *args, **kwargs):
         try:

@@ -35,6 +35,8 @@ class RunDir:
     shard: Shard = WHOLE  # the part of the suite this run runs (harness.suite.shard)
     finished: bool = False  # the runner reached the end (set before the last save_state)
     writer: bool = True  # False in data-parallel processes other than rank 0: they write nothing
+    # what the runner last wrote of results, steps and report: name -> (rows, steps) it holds
+    on_disk: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
         return checkpoint_path(self.path, experiment_id)

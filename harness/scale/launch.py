@@ -187,8 +187,9 @@ def _run(launch_dir: Path, state: dict, launcher, suite, todo: list[int], uri: s
         with interrupt.deferred(reraise=False):
             state["status"] = "interrupted"
             _save(launch_dir, state)
-        print(f"interrupted while merging and syncing the shards (they ended; MLflow runs the sync opened "
-              f"ended KILLED). Finish with:\n"
+        synced = "; MLflow runs the sync had opened ended KILLED" if uri else ""
+        print(f"interrupted while merging{' and syncing' if uri else ''} the shards (every shard had ended{synced}). "
+              f"Finish with:\n"
               f"  python -m harness launch --resume {shlex.quote(str(launch_dir))}", file=sys.stderr)
         raise interrupt.as_interrupted(e)
 
