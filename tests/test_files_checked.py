@@ -68,6 +68,12 @@ DAMAGE = {  # (file, damage): (how, what the message says after "<file>: ")
                                         "damaged results file: column seed, row 1: 'zero' is not a whole number"),
     ("results.parquet", "number as text"): (lambda p: _parquet(p, device=5),
                                             "damaged results file: column device, row 1: 5 is not text"),
+    ("results.parquet", "config not JSON"): (lambda p: _parquet(p, config="in=6x6"),
+                                             "damaged results file: column config, row 1: 'in=6x6' is not a JSON "
+                                             "object"),
+    ("results.csv", "learned kernel not numbers"): (lambda p: _csv_cell(p, "learned_kernel", '["a"]'),
+                                                    "damaged results file: column learned_kernel, row 1: '[\"a\"]' "
+                                                    "is not a JSON list of numbers"),
     ("results.csv", "bad boolean"): (lambda p: _csv_cell(p, "git_dirty", "maybe"),
                                      "damaged results file: column git_dirty, row 1: 'maybe' is not True or False"),
     ("steps.csv", "not UTF-8"): (lambda p: p.write_bytes(b"\xff\xfe\x00garbage\n"),

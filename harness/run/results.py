@@ -193,7 +193,28 @@ def load(path: Path | str):
     df = df[list(COLUMNS)].copy()
     for name, (dtype, _) in COLUMNS.items():
         df[name] = _typed(df[name], dtype, path, name, csv=path.suffix == ".csv")
+    for name, (kind, valid) in JSON_COLUMNS.items():  # text the report, plots and dashboard parse
+        bad = pd.Series([isinstance(v, str) and not _json_of(v, kind) for v in df[name]], dtype=bool)
+        if bad.any():
+            _bad_value(path, name, df[name], bad, valid)
     return df
+
+
+JSON_COLUMNS = {"config": (dict, "a JSON object"), "learned_kernel": (list, "a JSON list of numbers")}
+
+
+def _json_of(text: str, kind: type) -> bool:
+    import json
+
+    from harness.core.jsonfile import deeper_than
+
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(value, kind) or deeper_than(value, 34):  # a suite nests 32 levels (suite.yamlfile)
+        return False
+    return kind is not list or all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
 
 
 def _typed(col, dtype: str, path: Path, name: str, csv: bool):
