@@ -296,3 +296,31 @@ def test_reproduce_by_mlflow_id_of_a_run_directory_with_a_damaged_state_json_is_
     assert code == 2, err
     assert err.startswith(f"error: MLflow run {parent.info.run_id} in {mlflow_uri}: its run directory {run} is not"), err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+LAUNCH = {  # launch.json damaged: (its text, what the message says after "<file>: ")
+    "deep": (DEEP, "nested deeper than 16 levels, not a launch.json"),
+    "cut": ('{"suite_path": "s.yaml", "jobs": [{"ind', "not a launch.json (not readable JSON: "),
+    "foreign": ('{"name": "x", "version": 2}', "not a launch.json `launch` wrote: suite_path: Field required"),
+    "selection": (None, "not a launch.json `launch` wrote: selection.select_all: Extra inputs are not permitted"),
+}
+
+
+@pytest.mark.parametrize("damage", list(LAUNCH))
+def test_launch_resume_of_a_damaged_launch_json_is_exit_2_naming_it(tmp_path, capsys, damage):
+    launch_dir = tmp_path / "kfiles" / "20260101T000000Z-launch-aaaaaa"
+    launch_dir.mkdir(parents=True)
+    text, says = LAUNCH[damage]
+    if text is None:  # what `launch` writes, with a keyword load_suite does not take
+        text = json.dumps({"suite": "kfiles", "suite_path": str(write_suite(tmp_path / "s.yaml", SUITE)),
+                           "cwd": str(tmp_path), "shards": 2, "launcher": "local", "run_args": [],
+                           "options": {"gpus": 0, "partition": None, "time_min": None},
+                           "selection": {"seed": None, "select": None, "select_all": True},
+                           "out": str(tmp_path), "tracking": False, "tracking_uri": None, "status": "running",
+                           "jobs": []})
+    (launch_dir / "launch.json").write_text(text)
+    code = cli.main(["launch", "--resume", str(launch_dir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {launch_dir / 'launch.json'}: {says}"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
