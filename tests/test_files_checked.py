@@ -324,3 +324,17 @@ def test_launch_resume_of_a_damaged_launch_json_is_exit_2_naming_it(tmp_path, ca
     assert code == 2, err
     assert err.startswith(f"error: {launch_dir / 'launch.json'}: {says}"), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("config", ["{}", '{"input": "6x6"}', '{"input": [6, 6], "channels": "three"}'])
+def test_dashboard_of_a_kernel_row_without_an_input_size_draws_the_rest(shards, tmp_path, capsys, config):
+    """A kernel row whose config holds no C·H·W input (a plugin family's, or edited) is a JSON object the
+    results schema accepts; the dashboard leaves its point out instead of ending in a KeyError."""
+    run = shutil.copytree(shards[0], tmp_path / "s0")
+    df = results.load(run)
+    df.loc[df["kind"] == "kernel", "config"] = config
+    df.to_parquet(run / "results.parquet", index=False)
+    code = cli.main(["dashboard", str(run), "--out", str(tmp_path / "site")])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    assert "Kernel experiment a" in (tmp_path / "site" / "index.html").read_text()
