@@ -74,6 +74,8 @@ DAMAGE = {  # (file, damage): (how, what the message says after "<file>: ")
     ("results.csv", "learned kernel not numbers"): (lambda p: _csv_cell(p, "learned_kernel", '["a"]'),
                                                     "damaged results file: column learned_kernel, row 1: '[\"a\"]' "
                                                     "is not a JSON list of numbers"),
+    ("results.csv", "device '5'"): (lambda p: _csv_cell(p, "device", "5"),
+                                    "damaged results file: column device, row 1: '5' is not a device (valid: cpu, "),
     ("results.csv", "bad boolean"): (lambda p: _csv_cell(p, "git_dirty", "maybe"),
                                      "damaged results file: column git_dirty, row 1: 'maybe' is not True or False"),
     ("steps.csv", "not UTF-8"): (lambda p: p.write_bytes(b"\xff\xfe\x00garbage\n"),
