@@ -68,6 +68,14 @@ DAMAGE = {  # (file, damage): (how, what the message says after "<file>: ")
                                         "damaged results file: column seed, row 1: 'zero' is not a whole number"),
     ("results.parquet", "number as text"): (lambda p: _parquet(p, device=5),
                                             "damaged results file: column device, row 1: 5 is not text"),
+    ("results.parquet", "config not JSON"): (lambda p: _parquet(p, config="in=6x6"),
+                                             "damaged results file: column config, row 1: 'in=6x6' is not a JSON "
+                                             "object"),
+    ("results.csv", "learned kernel not numbers"): (lambda p: _csv_cell(p, "learned_kernel", '["a"]'),
+                                                    "damaged results file: column learned_kernel, row 1: '[\"a\"]' "
+                                                    "is not a JSON list of numbers"),
+    ("results.csv", "device '5'"): (lambda p: _csv_cell(p, "device", "5"),
+                                    "damaged results file: column device, row 1: '5' is not a device (valid: cpu, "),
     ("results.csv", "bad boolean"): (lambda p: _csv_cell(p, "git_dirty", "maybe"),
                                      "damaged results file: column git_dirty, row 1: 'maybe' is not True or False"),
     ("steps.csv", "not UTF-8"): (lambda p: p.write_bytes(b"\xff\xfe\x00garbage\n"),
@@ -290,3 +298,45 @@ def test_reproduce_by_mlflow_id_of_a_run_directory_with_a_damaged_state_json_is_
     assert code == 2, err
     assert err.startswith(f"error: MLflow run {parent.info.run_id} in {mlflow_uri}: its run directory {run} is not"), err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+LAUNCH = {  # launch.json damaged: (its text, what the message says after "<file>: ")
+    "deep": (DEEP, "nested deeper than 16 levels, not a launch.json"),
+    "cut": ('{"suite_path": "s.yaml", "jobs": [{"ind', "not a launch.json (not readable JSON: "),
+    "foreign": ('{"name": "x", "version": 2}', "not a launch.json `launch` wrote: suite_path: Field required"),
+    "selection": (None, "not a launch.json `launch` wrote: selection.select_all: Extra inputs are not permitted"),
+}
+
+
+@pytest.mark.parametrize("damage", list(LAUNCH))
+def test_launch_resume_of_a_damaged_launch_json_is_exit_2_naming_it(tmp_path, capsys, damage):
+    launch_dir = tmp_path / "kfiles" / "20260101T000000Z-launch-aaaaaa"
+    launch_dir.mkdir(parents=True)
+    text, says = LAUNCH[damage]
+    if text is None:  # what `launch` writes, with a keyword load_suite does not take
+        text = json.dumps({"suite": "kfiles", "suite_path": str(write_suite(tmp_path / "s.yaml", SUITE)),
+                           "cwd": str(tmp_path), "shards": 2, "launcher": "local", "run_args": [],
+                           "options": {"gpus": 0, "partition": None, "time_min": None},
+                           "selection": {"seed": None, "select": None, "select_all": True},
+                           "out": str(tmp_path), "tracking": False, "tracking_uri": None, "status": "running",
+                           "jobs": []})
+    (launch_dir / "launch.json").write_text(text)
+    code = cli.main(["launch", "--resume", str(launch_dir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {launch_dir / 'launch.json'}: {says}"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("config", ["{}", '{"input": "6x6"}', '{"input": [6, 6], "channels": "three"}'])
+def test_dashboard_of_a_kernel_row_without_an_input_size_draws_the_rest(shards, tmp_path, capsys, config):
+    """A kernel row whose config holds no C·H·W input (a plugin family's, or edited) is a JSON object the
+    results schema accepts; the dashboard leaves its point out instead of ending in a KeyError."""
+    run = shutil.copytree(shards[0], tmp_path / "s0")
+    df = results.load(run)
+    df.loc[df["kind"] == "kernel", "config"] = config
+    df.to_parquet(run / "results.parquet", index=False)
+    code = cli.main(["dashboard", str(run), "--out", str(tmp_path / "site")])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    assert "Kernel experiment a" in (tmp_path / "site" / "index.html").read_text()

@@ -8,6 +8,7 @@ problem is a UserError naming the file (harness.run.runfiles reads a run's other
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from harness.core.errors import UserError
@@ -16,6 +17,7 @@ from harness.core.io import atomic_write, atomic_write_all, atomic_write_json, a
 
 SCHEMA_VERSION = 1
 RESULTS_FILES = ("results.parquet", "results.csv")
+DEVICE = r"(cpu|cuda|mps)(:[0-9]+)?"  # what a row (and env.json) may say it ran on
 MAX_FILE_BYTES = 1 << 30  # read no further; a 10,000-row results file is a few MiB
 
 # name: (pandas dtype, meaning with unit)
@@ -196,7 +198,31 @@ def load(path: Path | str):
     df = df[list(COLUMNS)].copy()
     for name, (dtype, _) in COLUMNS.items():
         df[name] = _typed(df[name], dtype, path, name, csv=path.suffix == ".csv")
+    bad = pd.Series([isinstance(v, str) and not re.fullmatch(DEVICE, v) for v in df["device"]], dtype=bool)
+    if bad.any():  # printed as where the row ran ("made on 5")
+        _bad_value(path, "device", df["device"], bad, "a device (valid: cpu, cuda, cuda:N, mps)")
+    for name, (kind, valid) in JSON_COLUMNS.items():  # text the report, plots and dashboard parse
+        bad = pd.Series([isinstance(v, str) and not _json_of(v, kind) for v in df[name]], dtype=bool)
+        if bad.any():
+            _bad_value(path, name, df[name], bad, valid)
     return df
+
+
+JSON_COLUMNS = {"config": (dict, "a JSON object"), "learned_kernel": (list, "a JSON list of numbers")}
+
+
+def _json_of(text: str, kind: type) -> bool:
+    import json
+
+    from harness.core.jsonfile import deeper_than
+
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(value, kind) or deeper_than(value, 34):  # a suite nests 32 levels (suite.yamlfile)
+        return False
+    return kind is not list or all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
 
 
 def _typed(col, dtype: str, path: Path, name: str, csv: bool):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from harness.core import jsonfile
 from harness.core.errors import UserError
+from harness.run import results
 from harness.run.results import RESULTS_FILES, load as read_results, names_text, results_file  # noqa: F401
 
 MAX_BYTES = {  # what each file may be at most, read no further (a FIFO or /dev/zero cannot hang a reader)
@@ -35,7 +36,7 @@ MAX_BYTES = {  # what each file may be at most, read no further (a FIFO or /dev/
 }
 MAX_JSON_DEPTH = 16  # env.json nests 3 levels (argv, load_avg_*, reproduces), state.json 2 (children)
 STEP_COLUMNS = ("experiment", "variant", "size", "seed", "step", "metric", "value")  # harness.run.task
-DEVICE = r"^(cpu|cuda|mps)(:[0-9]+)?$"
+DEVICE = rf"^{results.DEVICE}$"
 
 
 class _Open(BaseModel):

@@ -21,13 +21,15 @@ did not finish with the tail of its log.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from harness.core.errors import UserError
 from harness.run import interrupt, journal, results
@@ -108,22 +110,72 @@ def start(suite_path: Path, launcher_name: str, shards: int, out: Path, run_args
     return _run(launch_dir, state, launcher, suite, list(range(shards)), uri)
 
 
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Selection(_Closed):  # load_suite's keywords: nothing else may reach it
+    seed: StrictInt | None = None
+    select: StrictStr | None = None
+    max_experiments: StrictInt | None = None
+    overrides: list[StrictStr] | None = None
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the launcher's own fields (run_dir, exit_code, ...)
+    index: Annotated[StrictInt, Field(ge=0)]
+    state: StrictStr
+    out: StrictStr
+    log: StrictStr
+    submissions: StrictInt = 0
+
+
+class _LaunchState(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    suite_path: StrictStr
+    cwd: StrictStr
+    shards: Annotated[StrictInt, Field(ge=1)]
+    launcher: StrictStr
+    options: dict[StrictStr, StrictInt | StrictStr | None]
+    run_args: list[StrictStr]
+    selection: _Selection
+    out: StrictStr
+    tracking: StrictBool
+    tracking_uri: StrictStr | None = None
+    jobs: list[_Job]
+
+
+def read_launch_state(launch_dir: Path) -> dict:
+    """launch.json, validated (harness.core.jsonfile's limits; the fields `launch --resume` uses, typed):
+    every problem a UserError naming the file."""
+    from harness.core import jsonfile
+
+    file = launch_dir / FILE
+    where = "; give the directory `launch` printed, <out>/<suite>/<UTC time>-launch-<id>"
+    if not file.is_file():
+        raise UserError(f"launch --resume {launch_dir}: not a launch directory (no {FILE}){where}")
+    jsonfile.check_file(file, 64 << 20, f"a {FILE}")
+    state = jsonfile.read_json(file, what=f"a {FILE}", max_bytes=64 << 20, max_depth=16, hint=where)
+    try:
+        _LaunchState.model_validate(state)
+    except ValidationError as e:
+        problems = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False)]
+        raise UserError(f"{file}: not a {FILE} `launch` wrote: {'; '.join(problems[:3])}{where}") from None
+    return state
+
+
 def resume(launch_dir: Path, tracking_uri: str | None = None) -> int:
     """Continue a launch: only the shards that did not finish are submitted again (`tracking_uri`:
     the store to sync into, when the recorded one had its password redacted)."""
     from harness.suite import load_suite
 
-    launch_dir = Path(launch_dir).absolute()
-    try:
-        state = json.loads((launch_dir / FILE).read_text(encoding="utf-8"))
-        suite_path, jobs = Path(state["suite_path"]), state["jobs"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"launch --resume {launch_dir}: not a launch directory ({FILE}: {type(e).__name__}: {e}); "
-                        f"give the directory `launch` printed, <out>/<suite>/<UTC time>-launch-<id>") from None
-    suite = load_suite(suite_path, **state["selection"])
-    import yaml
+    from harness.run.runfiles import read_suite
 
-    before = yaml.safe_load((launch_dir / "suite.yaml").read_text(encoding="utf-8"))
+    launch_dir = Path(launch_dir).absolute()
+    state = read_launch_state(launch_dir)
+    suite_path, jobs = Path(state["suite_path"]), state["jobs"]
+    suite = load_suite(suite_path, **state["selection"])
+    before = read_suite(launch_dir / "suite.yaml")
     if before.get("experiments") != suite.resolved()["experiments"]:
         raise UserError(f"launch --resume {launch_dir}: {suite_path} changed since the launch (its resolved "
                         f"experiments differ from {launch_dir / 'suite.yaml'}); start a new launch")

@@ -18,7 +18,9 @@ def rows_done(run_dir: Path | None) -> int:
                 if parent is None or '"end"' in line:
                     try:
                         rec = json.loads(line)
-                    except ValueError:  # a line being written
+                    except (ValueError, RecursionError):  # a line being written, or not a record at all
+                        continue
+                    if not isinstance(rec, dict):
                         continue
                     parent = parent or rec.get("id")
                     if rec.get("op") == "end" and rec.get("id") != parent:

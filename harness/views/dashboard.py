@@ -97,9 +97,14 @@ def _label(sub, parts: list[str]) -> callable:
 
 
 def _input_elements(config: str) -> float:
+    """C·H·W of a kernel row's size point; NaN (no point drawn) for a family without an `input` size
+    (a plugin's) or a config that does not hold one."""
     c = json.loads(config)
-    h, w = c["input"]
-    return float(h * w * (c.get("channels_in") or c.get("channels") or 1))
+    try:
+        h, w = c["input"]
+        return float(h * w * (c.get("channels_in") or c.get("channels") or 1))
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
 
 
 def _kernel_scaling(df, colours) -> list:
