@@ -354,6 +354,17 @@ def test_a_number_flag_takes_ascii_digits_only(flag, value, tmp_path):
     assert f"error: argument {flag}: invalid integer value: {value!r} (an integer in ASCII digits 0-9)" in proc.stderr
 
 
+@pytest.mark.parametrize("argv", [["baseline", "kernels-ci", "--rounds"], ["check", "kernels-ci", "--rounds"],
+                                  ["launch", "smoke", "--shards"], ["launch", "smoke", "--gpus-per-shard"],
+                                  ["launch", "smoke", "--time-min"], ["ui", "--port"], ["reproduce", "DIR", "--epochs"]])
+def test_every_number_flag_takes_ascii_digits_only(argv, tmp_path):
+    """int() alone takes full-width and other scripts' digits: every command's number flags refuse them."""
+    proc = run_cli(*argv, "１２", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: argument {argv[-1]}: invalid integer value: '１２' (an integer in ASCII digits 0-9)" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_states_the_default_bound():
     for command in ("run", "list"):
         proc = run_cli(command, "--help")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.cli.runs import integer
+
 
 def add(sub) -> None:
     rep = sub.add_parser("reproduce", help="run a recorded run again and say, per experiment, whether it reproduced "
@@ -14,7 +16,7 @@ def add(sub) -> None:
     rep.add_argument("run", metavar="RUN", help="a run directory (results/<suite>/<UTC time>-<id>), or an MLflow run "
                                                 "id with --tracking-uri")
     rep.add_argument("--only", metavar="EXPERIMENT", help="only this experiment (its exact id, as in results.csv)")
-    rep.add_argument("--epochs", type=int, metavar="N",
+    rep.add_argument("--epochs", type=integer, metavar="N",
                      help="reproduce only the first N epochs of each training (compared at epoch N)")
     rep.add_argument("--device", choices=("auto", "cpu", "cuda"),
                      help="default: the device class the run recorded")

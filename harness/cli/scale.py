@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.cli.runs import add_selection
+from harness.cli.runs import add_selection, integer
 
 
 def add(sub) -> None:
@@ -13,10 +13,10 @@ def add(sub) -> None:
     launch.add_argument("suite", type=Path, nargs="?", help="suite YAML file or name in suites/ (not with --resume)")
     launch.add_argument("--launcher", choices=("local", "slurm", "ray"),
                         help="local (default): subprocesses; slurm: submitit (harness[slurm]); ray: harness[ray]")
-    launch.add_argument("--shards", type=int, metavar="N", help="how many parts the suite runs as")
-    launch.add_argument("--gpus-per-shard", type=int, metavar="G", help="GPUs each shard asks for (slurm, ray)")
+    launch.add_argument("--shards", type=integer, metavar="N", help="how many parts the suite runs as")
+    launch.add_argument("--gpus-per-shard", type=integer, metavar="G", help="GPUs each shard asks for (slurm, ray)")
     launch.add_argument("--partition", metavar="P", help="Slurm partition")
-    launch.add_argument("--time-min", type=int, metavar="T", help="Slurm time limit per shard, minutes")
+    launch.add_argument("--time-min", type=integer, metavar="T", help="Slurm time limit per shard, minutes")
     launch.add_argument("--resume", type=Path, metavar="LAUNCH_DIR", help="resubmit only the shards of that launch "
                                                                          "that did not finish")
     for flag, kw in (("--device", dict(choices=("auto", "cpu", "cuda"))), ("--data-dir", dict(metavar="DIR")),
