@@ -6,6 +6,7 @@ it, and one failing alike on both is a failed row as in one process. NCCL (CUDA)
 same code with another backend; it is not exercised here (no GPU in CI)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -77,6 +78,7 @@ def test_two_runs_at_world_size_2_are_bitwise_equal(runs):
     a, b = runs["w2_tracked"]["row"], runs["w2"]["row"]
     assert a.status == "ok" and b.status == "ok"
     assert a.fingerprint == b.fingerprint
+    assert a.epoch_fingerprints == b.epoch_fingerprints and json.loads(a.epoch_fingerprints)[-1] == a.fingerprint
     assert (a.world_size, a.backend, a.batch_size, a.per_rank_batch) == (2, "gloo", 64, 32)
     w1 = runs["w1"]["row"]
     assert (w1.world_size, w1.per_rank_batch) == (1, 64) and pd.isna(w1.backend)
@@ -198,6 +200,7 @@ def test_an_interrupted_run_resumes_under_torchrun_to_the_same_fingerprint(tmp_p
 FAULT_PLUGIN = '''
 """Test-only: LeNet whose forward raises at its 5th training step on one process (RANK == FAULT_RANK), or
 on every one (FAULT_RANK=all)."""
+import json
 import os
 
 from torch import nn
