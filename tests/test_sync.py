@@ -254,3 +254,19 @@ def test_journal_records_are_json_lines_and_a_cut_last_line_is_dropped(tmp_path)
     assert records[1]["step"] == 3 and list(records[1]["metrics"]) == ["x"]
     assert json.loads((tmp_path / journal.FILE).read_text().splitlines()[0])["params"] == {"p": [1, 2]}
     assert (REPO / "harness" / "run" / "journal.py").read_text().count("import mlflow") == 0
+
+
+def test_a_journal_continued_after_a_cut_last_line_keeps_every_new_record(tmp_path):
+    # a kill or a full disk cut the last line; `run --resume` (a new Journal) appended onto it, so its
+    # resume and everything after it read as one cut line: dropped, the continued run lost to sync
+    from harness.run.null import NullTracker
+
+    first = journal.Journal(NullTracker(), tmp_path)
+    run = first.start("s", "r", {}, {})
+    with open(tmp_path / journal.FILE, "a") as f:
+        f.write('{"op": "metrics", "t": 1')  # cut mid-write
+    again = journal.Journal(NullTracker(), tmp_path)
+    again.resume("s", run)
+    again.end(run, "FINISHED")
+    assert [r["op"] for r in journal.read(tmp_path)] == ["start", "resume", "end"]
+    assert journal.close_dead(tmp_path) is False  # nothing is open any more

@@ -64,15 +64,29 @@ def close_dead(run_dir: Path) -> bool:
     try:
         if not open_runs(read(run_dir)):
             return False
-        data = path.read_bytes()
     except (OSError, ValueError):
         return False
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
+    _cut_partial(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps({"op": "close", "t": _now_ms(), "id": ""}) + "\n")
     return True
+
+
+def _cut_partial(path: Path) -> None:
+    """A last line cut short (a kill or a full disk mid-write; the reader drops it) is cut off, so the
+    next record starts a line of its own instead of joining it (and being dropped, or breaking the file)."""
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            f.seek(0)
+            f.truncate(f.read().rfind(b"\n") + 1)
+    except FileNotFoundError:
+        return
 
 
 class Journal:
@@ -93,6 +107,7 @@ class Journal:
         self._parent = ""  # the parent's id here (the inner tracker's, or offline:<name>)
         self.failures: list[str] = []  # inner calls that raised, "op: error"
         self.close_error: OSError | None = None  # the close line could not be written (a full disk)
+        self._whole = False  # the file is known to end with a whole line (checked before the first write)
 
     tracking_uri = property(lambda self: self.inner.tracking_uri)
     experiment_id = property(lambda self: self.inner.experiment_id)
@@ -187,5 +202,12 @@ class Journal:
     def _write(self, op: str, run_id: str, t: int, **fields) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"op": op, "t": t, "id": run_id, **fields}, default=str)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        if not self._whole:  # a journal continued (--resume) after a kill or a full disk cut its last line
+            _cut_partial(self.path)
+            self._whole = True
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError:
+            self._whole = False  # a full disk may have taken part of the line
+            raise
