@@ -262,7 +262,7 @@ def test_a_run_in_the_store_that_run_did_not_log_is_warned_and_the_report_goes_o
     assert "corr2d" in out and "native" in out
 
 
-RESUMED = [k for k in DAMAGE if k[0] in ("state.json", "suite.yaml", "steps.csv", "results.parquet")]
+RESUMED = [k for k in DAMAGE if k[0] in ("state.json", "suite.yaml", "steps.csv", "results.parquet", "env.json")]
 
 
 @pytest.mark.parametrize("file,damage", RESUMED, ids=[f"{f}-{d}" for f, d in RESUMED])
