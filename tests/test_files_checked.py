@@ -340,3 +340,23 @@ def test_dashboard_of_a_kernel_row_without_an_input_size_draws_the_rest(shards, 
     err = capsys.readouterr().err
     assert code == 0 and "Traceback" not in err, err
     assert "Kernel experiment a" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_sync_of_a_folder_skips_a_damaged_run_directory_with_a_warning_and_syncs_the_rest(shards, tmp_path):
+    """Found below a folder: the damaged run directory is named and skipped, the others are synced,
+    exit 1 (something given was not synced); named itself, it is exit 2 (the parametrised test above)."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path / "copied"
+    bad, good = (shutil.copytree(d, folder / "kfiles" / d.name) for d in shards)
+    _cut(bad / "results.parquet")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("sync", folder, "--tracking-uri", uri)
+    assert proc.returncode == 1, proc.stderr
+    warning, summary = [line for line in proc.stderr.strip().splitlines() if " INFO mlflow" not in line]
+    assert warning.startswith(f"warning: {bad / 'results.parquet'}: not a readable results file (ArrowInvalid: ")
+    assert warning.endswith("; nothing was synced; skipped") and summary.startswith("1 run directory skipped (named")
+    assert f"synced {good}: " in proc.stdout and str(bad) not in proc.stdout
+    names = {r.info.run_name for r in MlflowClient(tracking_uri=uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()])}
+    assert good.name in names and bad.name not in names
