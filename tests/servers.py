@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import require_extra
 
 NO_POSTGRES = "PostgreSQL server binaries not found (apt install postgresql)"
 
@@ -159,6 +160,7 @@ def stop_mlflow_server(server: MlflowServer) -> None:
 
 @pytest.fixture(scope="session")
 def postgres():
+    require_extra("psycopg")  # every test of a PostgreSQL store speaks to it through psycopg
     pg = start_postgres()
     try:
         yield pg

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli, write_suite
+from conftest import REPO, needs_extra, run_cli, write_suite
 
 SUITE = """
 suite: tiny
@@ -95,6 +95,7 @@ def launch(*args) -> subprocess.CompletedProcess:
     return done
 
 
+@needs_extra("submitit")
 def test_launch_through_submitits_local_executor(suite, sequential, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_SUBMITIT_EXECUTOR", "local")
     out = tmp_path / "out"
@@ -105,13 +106,14 @@ def test_launch_through_submitits_local_executor(suite, sequential, tmp_path, mo
 
 
 @pytest.mark.slow
+@needs_extra("ray")
 def test_launch_on_a_local_ray_cluster(suite, sequential, tmp_path):
-    pytest.importorskip("ray", reason="needs ray: pip install 'harness[ray]'")
     out = tmp_path / "out"
     launch(suite, "--launcher", "ray", "--shards", "2", "--out", out, "--no-tracking")
     assert merged(out).equals(sequential)
 
 
+@needs_extra("submitit")
 def test_launch_on_a_partition_slurm_refuses_creates_nothing(slurm_cluster, suite, tmp_path):
     out = tmp_path / "out"
     done = run_cli("launch", suite, "--launcher", "slurm", "--shards", "2", "--partition", "nope", "--out", out,
@@ -133,6 +135,7 @@ def shard_jobs(cluster, out: Path) -> dict[str, list[str]]:
     return found
 
 
+@needs_extra("submitit")
 def test_launch_two_shards_on_slurm_merges_the_sequential_rows(slurm_cluster, suite, sequential, tmp_path):
     out = tmp_path / "out"
     launch(suite, "--launcher", "slurm", "--shards", "2", "--out", out, "--no-tracking")
@@ -141,6 +144,7 @@ def test_launch_two_shards_on_slurm_merges_the_sequential_rows(slurm_cluster, su
                                               "harness-shard-1of2": ["COMPLETED"]}
 
 
+@needs_extra("submitit")
 def test_a_shard_cancelled_by_slurm_is_reported_and_resume_resubmits_it_alone(slurm_cluster, suite, sequential,
                                                                              tmp_path):
     out = tmp_path / "out"

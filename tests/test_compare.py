@@ -224,7 +224,7 @@ def test_report_says_per_experiment_whether_two_runs_fingerprints_are_identical(
     df = compare.load_runs([a, b])
     f = fingerprints(df, compare.pick_sides(df)).set_index(["experiment", "seed"])
     assert f["identical"].tolist() == ["yes", "no", "no"]
-    assert f.loc[("lenet", 0), "recorded differences"] == ""
+    assert f.loc[("lenet", 0), "recorded differences"] == "data, commit"  # listed although identical
     assert f.loc[("resnet18", 0), ["A", "B"]].tolist() == ["r0", "r0-other"]
     assert f.loc[("resnet18", 0), "recorded differences"] == "data, commit"  # commit c1 -> c2 (synthetic_runs)
     proc = run_cli("report", a, b)
@@ -232,7 +232,7 @@ def test_report_says_per_experiment_whether_two_runs_fingerprints_are_identical(
     out = re.sub(" +", " ", proc.stdout)
     assert f"## Fingerprints by run: A = {TA} → B = {TB}" in out
     assert "1 of 3 training experiments (per seed) bitwise identical" in out
-    assert "| ts | lenet | 0 | strict | f0 | f0 | yes | |" in out
+    assert "| ts | lenet | 0 | strict | f0 | f0 | yes | data, commit |" in out
     assert "| ts | resnet18 | 0 | strict | r0 | r0-other | no | data, commit |" in out
 
 

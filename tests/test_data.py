@@ -540,3 +540,29 @@ def test_the_script_rebuilds_the_sample_byte_for_byte(tmp_path: Path, full_data_
     (tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"x")
     assert subprocess.run([sys.executable, script, "--source", full_data_dir, "--out", tmp_path, "--check"],
                           capture_output=True, text=True, timeout=300).returncode == 1
+
+
+@pytest.mark.parametrize("given, right", [
+    ("data/FashionMNIST", "data"),  # one level too deep
+    ("data/FashionMNIST/raw", "data"),  # two levels too deep
+    (".", "data"),  # one level too shallow
+], ids=["too-deep", "two-too-deep", "too-shallow"])
+def test_a_data_dir_one_level_off_names_the_right_one(given, right, tmp_path: Path) -> None:
+    write_fashion_mnist(tmp_path / "data")
+    with pytest.raises(UserError) as err:
+        load_fashion_mnist(tmp_path / given)
+    assert (f"The files are in {tmp_path / right / 'FashionMNIST' / 'raw'}: pass --data-dir {tmp_path / right} (or "
+            f"set HARNESS_DATA_DIR={tmp_path / right}), the directory that holds FashionMNIST/raw/.") in str(err.value)
+
+
+def test_files_in_the_data_dir_itself_are_told_where_they_belong(tmp_path: Path) -> None:
+    raw = write_fashion_mnist(tmp_path / "data") / "FashionMNIST" / "raw"
+    flat = tmp_path / "flat"
+    raw.rename(flat)
+    with pytest.raises(UserError) as err:
+        load_fashion_mnist(flat)
+    assert f"The files are in {flat} itself; the data directory holds them in FashionMNIST/raw/: move them to " \
+           f"{flat / 'FashionMNIST' / 'raw'}." in str(err.value)
+    with pytest.raises(UserError) as err:
+        load_fashion_mnist(tmp_path / "elsewhere")  # nothing near: no hint
+    assert "The files are in" not in str(err.value)

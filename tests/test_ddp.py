@@ -289,3 +289,21 @@ def test_a_task_failing_alike_on_every_process_is_a_failed_row_and_the_suite_goe
     assert df.loc["second", "status"] == "ok" and proc.stderr.count("second epoch 2/2") == 1
     found = mlflow_runs(uri, "fault")
     assert sorted(r.info.status for r in found.values()) == ["FAILED", "FAILED", "FINISHED"]  # parent, first; second
+
+
+def test_a_resume_at_another_world_size_is_refused_with_the_command_that_matches(runs):
+    """docs/scaling.md: `--resume` needs the world size the run was made with (harness.run.resume)."""
+    suite = runs["w2"]["cwd"].parent / "ddp.yaml"
+    w2, w1 = runs["w2"], runs["w1"]
+    before = {p: p.read_bytes() for p in (w2["dir"], w1["dir"]) for p in p.rglob("*") if p.is_file()}
+    r = run_cli("run", suite, "--device", "cpu", "--no-tracking", "--resume", w2["dir"], cwd=w2["cwd"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert f"error: --resume {w2['dir']}: that run was made under other settings: " in r.stderr
+    assert "world size 2 (now 1)" in r.stderr
+    assert f"torchrun --nproc_per_node=2 -m harness run {suite} --resume {w2['dir']} --device cpu" in r.stderr
+    r = torchrun("run", suite, "--device", "cpu", "--no-tracking", "--resume", w1["dir"], cwd=w1["cwd"])
+    assert r.returncode != 0 and re.search(r"exitcode\s*:\s*2\b", r.stderr.split("Root Cause")[1]), r.stderr
+    assert r.stderr.count("Traceback") == 1 and "ChildFailedError" in r.stderr  # torchrun's own, none of the harness
+    assert f"error: --resume {w1['dir']}: that run was made under other settings" in r.stderr  # the first to exit 2
+    assert "world size 1 (now 2)" in r.stderr and f"python -m harness run {suite} --resume {w1['dir']}" in r.stderr
+    assert {p: p.read_bytes() for p in before} == before

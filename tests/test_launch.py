@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from conftest import REPO, run_cli, write_suite
@@ -125,8 +127,103 @@ def test_an_interrupted_launch_cancels_its_shards_and_resume_continues_them(tmp_
     state = json.loads((launch / "launch.json").read_text())
     assert state["status"] == "interrupted"
     assert all(j["state"] in ("cancelled", "done") for j in state["jobs"]), state["jobs"]
+    # resumed under other CPU threads than the shards were made with: refused before anything is submitted
+    (shard0,) = (launch / "shards" / "0" / "tinylaunch").iterdir()
+    made = json.loads((shard0 / "env.json").read_text())["torch_threads"]
+    before = (launch / "launch.json").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "harness", "launch", "--resume", str(launch)], cwd=REPO,
+                       env=env | {"OMP_NUM_THREADS": str(made + 1)}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: launch --resume {launch}: shard " in r.stderr  # 0, unless it had finished before the signal
+    assert f"was made under other settings: CPU threads {made} " \
+           f"(now {made + 1}); resume it as it was made: OMP_NUM_THREADS={made} python -m harness launch --resume " \
+           f"{launch} (or start a new launch)" in r.stderr
+    assert (launch / "launch.json").read_bytes() == before
     r = run_cli("launch", "--resume", launch)
     assert r.returncode == 0, r.stderr
     for i in (0, 1):  # continued (run --resume of its run directory), not started over
         assert len(list((launch / "shards" / str(i) / "tinylaunch").iterdir())) == 1
     assert list(results.load(launch)["experiment"]) == ["lenet[seed=0]", "lenet[seed=1]", "lenet[seed=2]"]
+
+
+def test_a_shard_killed_during_launch_has_its_mlflow_runs_ended_killed(tmp_path, mlflow_uri):
+    """A shard's process killed outright (SIGKILL: no `close` in its journal): the launcher, which sees it
+    gone, ends its parent and child runs KILLED when it syncs, and `launch --resume` finishes them."""
+    from mlflow.tracking import MlflowClient
+
+    suite = write_suite(tmp_path / "s.yaml", LENET.replace("epochs: 1", "epochs: 30"))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", str(suite), "--shards", "2",
+                                 "--device", "cpu", "--out", str(out), "--tracking-uri", mlflow_uri],
+                                cwd=REPO, env=env, stderr=err, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        journals = []
+        while not any('"start_child"' in j.read_text() for j in journals):  # shard 0 is inside its first task
+            assert proc.poll() is None and time.monotonic() < deadline, "shard 0 never started a task"
+            time.sleep(0.2)
+            journals = list((out / "tinylaunch").glob("*-launch-*/shards/0/tinylaunch/*/tracking.jsonl"))
+        launch = launch_dir(out)
+        handle = json.loads((launch / "launch.json").read_text())["jobs"][0]["handle"]
+        os.killpg(int(handle.split(":")[0]), signal.SIGKILL)
+        assert proc.wait(timeout=300) == 1
+    stderr = (tmp_path / "stderr").read_text()
+    assert "shard 0/2 did not finish (failed, exit status -9)" in stderr and "Traceback" not in stderr, stderr
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("tinylaunch").experiment_id
+    runs = client.search_runs([experiment])
+    parents = {x.data.tags["shard"]: x.info.run_id for x in runs if "mlflow.parentRunId" not in x.data.tags}
+    by_shard = {s: [x for x in runs if parents[s] in (x.info.run_id, x.data.tags.get("mlflow.parentRunId"))]
+                for s in ("0/2", "1/2")}
+    assert {x.info.status for x in by_shard["0/2"]} == {"KILLED"} and len(by_shard["0/2"]) == 2, \
+        [(x.info.run_name, x.info.status) for x in runs]  # the parent and the child that was running
+    assert all(x.info.end_time for x in by_shard["0/2"])
+    assert {x.info.status for x in by_shard["1/2"]} == {"FINISHED"}
+    assert '"op": "close"' in journals[0].read_text()  # later syncs of the run directory see it too
+
+    r = run_cli("launch", "--resume", launch)
+    assert r.returncode == 0, r.stderr
+    runs = client.search_runs([experiment])
+    assert len(runs) == 5 and {x.info.status for x in runs} == {"FINISHED"}, \
+        [(x.info.run_name, x.info.status) for x in runs]
+
+
+def test_sigterm_during_the_final_sync_leaves_nothing_running_and_names_the_resume(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    suite = write_suite(tmp_path / "s.yaml", LENET.replace("matrix: {seed: [0, 1, 2]}", "matrix: {seed: [0, 1]}"))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", str(suite), "--shards", "2",
+                                 "--device", "cpu", "--out", str(out), "--tracking-uri", mlflow_uri],
+                                cwd=REPO, env=env, stderr=err, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+
+        def syncing() -> bool:  # the shards are done and the launcher's sync has created a run
+            try:
+                with closing(sqlite3.connect(mlflow_uri.removeprefix("sqlite:///"), timeout=0.1)) as db:
+                    return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+            except sqlite3.OperationalError:  # locked by the writer this instant
+                return False
+
+        while not syncing():
+            assert proc.poll() is None and time.monotonic() < deadline, "the launch never synced"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    stderr = (tmp_path / "stderr").read_text()
+    launch = launch_dir(out)
+    assert f"python -m harness launch --resume {launch}" in stderr and "Traceback" not in stderr, stderr
+    assert json.loads((launch / "launch.json").read_text())["status"] == "interrupted"
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("tinylaunch")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    assert "RUNNING" not in {x.info.status for x in runs}, [(x.info.run_name, x.info.status) for x in runs]
+
+    r = run_cli("launch", "--resume", launch)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((launch / "launch.json").read_text())["status"] == "done"
+    runs = client.search_runs([client.get_experiment_by_name("tinylaunch").experiment_id])
+    assert len(runs) == 4 and {x.info.status for x in runs} == {"FINISHED"}

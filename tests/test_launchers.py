@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, needs_extra, require_extra
 
 from harness.core.errors import UserError
 from harness.scale.launchers import ShardJob, get_launcher
@@ -85,6 +85,7 @@ def test_local_launcher_shares_the_cpus_this_process_may_use_not_the_machines(tm
     assert (tmp_path / "shard.log").read_text().split() == ["1"]
 
 
+@needs_extra("submitit")
 def test_submitit_local_executor_runs_fails_and_cancels_shards(tmp_path):
     launcher = get_launcher("slurm", executor="local")
     handles = check_contract(launcher, tmp_path)
@@ -100,12 +101,14 @@ def test_the_executor_is_checked_and_named_in_the_message(monkeypatch):
         get_launcher("slurm")
 
 
+@needs_extra("submitit")
 def test_slurm_without_sbatch_says_where_to_run(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
     with pytest.raises(UserError, match="no `sbatch`/`srun` on PATH.*HARNESS_SUBMITIT_EXECUTOR=local"):
         get_launcher("slurm")
 
 
+@needs_extra("submitit")
 def test_choosing_a_launcher_imports_only_its_library():
     code = ("import sys\nfrom harness.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
@@ -118,9 +121,21 @@ def test_choosing_a_launcher_imports_only_its_library():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.parametrize("name, module, extra", [("slurm", "submitit", "slurm"), ("ray", "ray", "ray")])
+def test_a_launcher_whose_library_is_missing_says_which_extra_to_install(name, module, extra):
+    # what a newcomer's `pip install -e ".[dev]"` gets, wherever the library is installed (None blocks the import)
+    code = (f"import sys\nsys.modules[{module!r}] = None\n"
+            "from harness.core.errors import UserError\nfrom harness.scale.launchers import get_launcher\n"
+            f"try:\n    get_launcher({name!r})\nexcept UserError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"--launcher {name} needs {module}: pip install 'harness[{extra}]'"
+
+
 @pytest.fixture(scope="module")
 def ray_launcher():
-    pytest.importorskip("ray", reason="needs ray: pip install 'harness[ray]'")
+    require_extra("ray")
     launcher = get_launcher("ray", num_cpus=2)
     yield launcher
     launcher.close()
@@ -143,6 +158,7 @@ def test_ray_refuses_gpus_the_cluster_does_not_have(ray_launcher, tmp_path):
             refused(shard(tmp_path, 0, ["true"], gpus=int(have) + 1))
 
 
+@needs_extra("submitit")
 def test_real_slurm_runs_fails_and_cancels_shards(slurm_cluster, tmp_path):
     launcher = get_launcher("slurm")
     check_contract(launcher, tmp_path)
@@ -150,6 +166,7 @@ def test_real_slurm_runs_fails_and_cancels_shards(slurm_cluster, tmp_path):
     assert subprocess.run(["sacct"], capture_output=True, env=slurm_cluster.env).returncode != 0
 
 
+@needs_extra("submitit")
 def test_real_slurm_refuses_a_bad_partition_with_sbatchs_reason(slurm_cluster, tmp_path, capfd):
     launcher = get_launcher("slurm")
     bad = shard(tmp_path, 0, ["true"], partition="nope")
@@ -162,6 +179,7 @@ def test_real_slurm_refuses_a_bad_partition_with_sbatchs_reason(slurm_cluster, t
     assert slurm_cluster.cmd("squeue", "--noheader").stdout.strip() == ""
 
 
+@needs_extra("submitit")
 def test_real_slurm_passes_partition_and_time_limit(slurm_cluster, tmp_path):
     launcher = get_launcher("slurm")
     handle = launcher.submit(shard(tmp_path, 0, ["sleep", "60"], partition="debug", time_min=7))

@@ -329,3 +329,60 @@ def test_probe_builds_on_the_cpu_a_factory_that_cannot_run_on_the_meta_device(mo
     assert probe_model("counted", (2, 1, 5, 5)).params == 4 * 9 + 4 + 4 * 9 * 10 + 10
     with pytest.raises(ModelBuildError, match="width must be positive, got 0"):
         probe_model("counted", (2, 1, 5, 5), width=0)
+
+
+# ---- the size from the arguments alone (harness.models.estimate_size) -----------------------
+
+SIZE_CASES = [("lenet", (3, 1, 28, 28), {}), ("lenet", (2, 1, 36, 44), {}), ("vgg", (2, 1, 32, 32), {}),
+              ("vgg", (2, 3, 64, 48), {"arch": [[1, 8], [2, 16]]}), ("resnet18", (2, 1, 32, 32), {}),
+              ("resnet18", (2, 1, 40, 56), {}), ("resnext", (2, 1, 32, 32), {}),
+              ("resnext", (2, 1, 40, 56), {"groups": 32, "bot_mul": 4})]
+
+
+@pytest.mark.parametrize("name, shape, args", SIZE_CASES, ids=[f"{n}-{s}-{a}" for n, s, a in SIZE_CASES])
+def test_the_size_from_the_arguments_is_the_built_models(name, shape, args):
+    """Arithmetic over the layer shapes, nothing built, gives the built model's parameters, its
+    leaf outputs for the batch (what the probe counts) and its convolutions and linear layers."""
+    from harness.models import estimate_size
+
+    size = estimate_size(name, shape, **args)
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=shape[1], input_size=shape[2:], **args)
+    assert size.params == sum(p.numel() for p in model.parameters())
+    assert size.activations == _real_leaf_outputs(model.train(), shape)
+    assert size.layers == sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
+
+
+def test_every_registered_model_declares_its_size():
+    from harness.models.size import SIZES
+
+    assert sorted(SIZES) == sorted(list_models())
+
+
+def test_a_model_too_deep_or_too_wide_is_sized_without_building_it(monkeypatch):
+    """A million layers, or a trillion parameters: counted, never built (the factory is not called)."""
+    from harness.models import MAX_LAYERS, MODELS, estimate_size
+
+    monkeypatch.setitem(MODELS._entries, "vgg", lambda **kw: pytest.fail("the model was built"))
+    deep = estimate_size("vgg", (2, 1, 32, 32), arch=[[1_000_000, 16]])
+    assert deep.layers == 1_000_003 > MAX_LAYERS and deep.params is None
+    wide = estimate_size("vgg", (2, 1, 32, 32), arch=[[2, 1_000_000]])
+    assert wide.params > 10**13
+    assert estimate_size("vgg", (2, 1, 32, 32), arch="foo") is None  # the factory's own check says why
+    assert estimate_size("resnext", (2, 1, 32, 32), groups=True) is None
+
+
+def test_resnext_refuses_arguments_that_are_not_numbers():
+    with pytest.raises(UserError, match=r"^model 'resnext': groups must be a positive integer and bot_mul a "
+                                        r"positive number; got groups=True, bot_mul=1.0"):
+        create_model("resnext", input_size=(32, 32), groups=True)
+
+
+def test_summary_of_an_input_too_large_for_memory_is_refused_before_building():
+    from conftest import run_cli
+
+    proc = run_cli("summary", "lenet", "--input", "1,1,100000,100000")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: --input 1,1,100000,100000: model lenet on this input needs about 5.3 TiB "
+                                  "(the batch, every layer's output and the weights, fp32), more than this machine's ")
+    assert proc.stderr.rstrip().endswith("of memory; give a smaller N or H,W")

@@ -439,6 +439,13 @@ def test_baseline_out_is_checked_before_anything_is_timed(tmp_path, capsys):
     old.write_text(json.dumps(doc({}) | {"format_version": 0}))
     check_out_file(old)  # a baseline, of any version: replacing it is how one is re-recorded
     check_out_file(tmp_path / "new" / "dir" / "b.json")  # parents that can be created
+    run = tmp_path / "results" / "tiny" / "20260101T000000Z-abcdef"  # the rule of every --out: not in a run
+    run.mkdir(parents=True)
+    (run / "state.json").write_text("{}")
+    assert baseline(run / "b.json") == (2, f"error: --out {run / 'b.json'}: is inside the run directory {run}; write "
+                                           f"outside any run directory: give the file to write (e.g. "
+                                           f"results/baselines/tiny-cpu.json)")
+    assert sorted(p.name for p in run.iterdir()) == ["state.json"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
@@ -454,12 +461,23 @@ def test_baseline_out_in_a_directory_this_user_cannot_write_is_exit_2(tmp_path, 
         locked.chmod(0o700)
 
 
-def test_check_out_that_is_a_file_is_refused_before_anything_is_timed(tmp_path, capsys):
+def test_check_out_that_is_a_file_a_run_or_a_suite_directory_is_refused_before_anything_is_timed(tmp_path, capsys):
     suite = write_suite(tmp_path / "tiny.yaml", TINY)
     path = tmp_path / "b.json"
     path.write_text(json.dumps(doc({"k": case()})))
     assert check_main(capsys, suite, "--baseline", path, "--stored", "--device", "cpu", "--out", suite) == (
-        2, f"error: --out {suite}: is a file, not a directory; give a results directory (default: results/)")
+        2, f"error: --out {suite}: is a file, not a directory; give a results root, which gets a new run directory "
+           f"<suite>/<UTC time>-<id> (e.g. results/)")
+    run = tmp_path / "results" / "tiny" / "20260101T000000Z-abcdef"  # the rule of every --out (run.rundir.check_out)
+    run.mkdir(parents=True)
+    (run / "results.csv").write_text("")
+    assert check_main(capsys, suite, "--baseline", path, "--stored", "--device", "cpu", "--out", run) == (
+        2, f"error: --out {run}: is a run directory (it holds results.csv), and no command writes into one; give a "
+           f"results root, which gets a new run directory <suite>/<UTC time>-<id> (e.g. results/)")
+    assert check_main(capsys, suite, "--baseline", path, "--stored", "--device", "cpu", "--out", run.parent)[1] == (
+        f"error: --out {run.parent}: is a suite directory (it holds the run directory {run.name}), not a results "
+        f"root; give the results root above it ({run.parent.parent}) or a new path")
+    assert sorted(p.name for p in run.iterdir()) == ["results.csv"]
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "0.5"])

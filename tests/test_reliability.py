@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,6 +97,7 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_run(tmp_path, dat
     df, ref = results.load(run_dir).set_index("experiment"), results.load(whole_dir).set_index("experiment")
     for exp in ("first", "second"):
         assert df.loc[exp, "fingerprint"] == ref.loc[exp, "fingerprint"], exp
+        assert df.loc[exp, "epoch_fingerprints"] == ref.loc[exp, "epoch_fingerprints"], exp  # epoch 1's kept
     assert _steps_without_times(run_dir) == _steps_without_times(whole_dir)
     runs = _runs(mlflow_uri, "rel")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}  # continued, not duplicated
@@ -188,6 +190,35 @@ def test_a_kill_while_the_store_is_created_leaves_no_store_that_later_commands_f
     again = run_cli("run", suite, "--out", root, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert not list(root.glob(".mlflow.db.*.creating"))
+
+
+
+def test_what_a_creator_killed_mid_transaction_leaves_is_cleared_by_the_next_command(tmp_path, _migrated_store):
+    # SQLite's rollback journal of the temp store (.mlflow.db.<pid>.creating-journal) outlived the kill,
+    # the next creator and any command that found the store made by another process meanwhile
+    suite = write_suite(tmp_path / "q.yaml", QUICK)
+    root = tmp_path / "fresh"
+    for _ in range(5):  # a journal exists only inside each of the migrations' write transactions
+        shutil.rmtree(root, ignore_errors=True)
+        creator = _popen("run", suite, "--out", root, cwd=tmp_path)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and creator.poll() is None and not list(root.glob(".mlflow.db.*-journal")):
+            time.sleep(0.001)
+        creator.kill()
+        creator.communicate()
+        if list(root.glob(".mlflow.db.*.creating-journal")):
+            break
+    else:
+        raise AssertionError("no kill landed inside a transaction of the store's creation in 5 tries")
+    made = tmp_path / "made"  # the same leftovers beside a store another process completed meanwhile
+    made.mkdir()
+    for left in root.glob(".mlflow.db.*"):
+        shutil.copyfile(left, made / left.name)
+    store_copy(_migrated_store, made / "mlflow.db")
+    for out in (root, made):  # the next creator; a command that finds the store made
+        again = run_cli("run", suite, "--out", out, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert not list(out.glob(".mlflow.db.*.creating*")), sorted(p.name for p in out.iterdir())
 
 
 class _SilentServer:
@@ -289,8 +320,9 @@ def test_a_full_disk_still_closes_every_mlflow_run_and_the_journal(tmp_path, mlf
     err = capsys.readouterr().err
     assert code == 1
     (run_dir,) = (tmp_path / "r" / "q").iterdir()
-    assert "error: the run stopped: [Errno 28] No space left on device" in err
-    assert f"--resume {run_dir}" in err
+    assert "error: the run stopped: the disk is full (No space left on device)" in err
+    assert f"the 1 finished rows could not be written into {run_dir}: the disk is full" in err  # none claimed
+    assert "its open MLflow runs ended KILLED" in err and f"--resume {run_dir}" in err
     runs = _runs(mlflow_uri, "q")
     assert runs and "RUNNING" not in {r.info.status for r in runs}
     assert json.loads((run_dir / "tracking.jsonl").read_text().splitlines()[-1])["op"] == "close"

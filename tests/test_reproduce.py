@@ -5,7 +5,11 @@ cause; bad input is exit 2 with nothing created. Also: a run's saved suite.yaml 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -91,8 +95,8 @@ def test_an_mlflow_run_id_reproduces_from_the_store_also_without_the_run_directo
     proc = run_cli("reproduce", child, "--tracking-uri", uri, "--out", tmp_path / "a", "--epochs", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"reproducing smoke run {run_dir.name} ({run_dir})" in proc.stdout
-    assert "lenet       strict  bitwise identical: every loss and accuracy of epoch 1 equal bit for bit; " \
-           "fingerprint not comparable: the run recorded only its final one, after epoch 2" in proc.stdout
+    first = json.loads(pd.read_csv(run_dir / "results.csv")["epoch_fingerprints"].iloc[0])[0]
+    assert f"lenet       strict  bitwise identical: fingerprint {first} after epoch 1 of the recorded 2" in proc.stdout
     hidden = run_dir.with_name(run_dir.name + ".elsewhere")
     run_dir.rename(hidden)  # as on another machine: read from the run's MLflow artifacts
     try:
@@ -104,6 +108,166 @@ def test_an_mlflow_run_id_reproduces_from_the_store_also_without_the_run_directo
     assert "bitwise identical" in proc.stdout
     (new,) = _new_runs(tmp_path / "b")
     assert json.loads((new / "env.json").read_text())["reproduces"]["run_dir"] == str(run_dir)
+
+
+def _cli_threads(threads: int, *args) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` with torch on `threads` CPU threads."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": str(threads)}
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_reproduce_epochs_n_is_bitwise_only_when_the_weights_after_epoch_n_are_equal(tmp_path):
+    """Recorded for 3 epochs on 1 thread, reproduced for 1: on 1 thread the epoch-1 fingerprints are
+    equal (bitwise identical); on 2 threads the epoch-1 losses can be bit-equal while the weights are
+    not (another summation order), and the verdict follows the weights, listing the thread change."""
+    out = tmp_path / "results"
+    proc = _cli_threads(1, "run", REPO / "suites/smoke.yaml", "-k", "lenet", "--set", "epochs=3", "--no-tracking",
+                        "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (out / "smoke").iterdir()
+    row = pd.read_csv(run_dir / "results.csv").iloc[0]
+    prints = json.loads(row["epoch_fingerprints"])
+    assert len(prints) == 3 and prints[-1] == row["fingerprint"] and len(set(prints)) == 3
+
+    same = _cli_threads(1, "reproduce", run_dir, "--epochs", "1", "--no-tracking", "--out", tmp_path / "a")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert f"bitwise identical: fingerprint {prints[0]} after epoch 1 of the recorded 3" in same.stdout
+    assert "compared: weights: the fingerprint after epoch 1 of the recorded 3" in same.stdout
+    assert "compared: numbers: every loss and accuracy of epoch 1 (steps.csv)" in same.stdout
+    assert "differs: no recorded setting" in same.stdout
+
+    other = _cli_threads(2, "reproduce", run_dir, "--epochs", "1", "--no-tracking", "--out", tmp_path / "b")
+    (new,) = (tmp_path / "b" / "smoke").iterdir()
+    now = json.loads(pd.read_csv(new / "results.csv")["epoch_fingerprints"].iloc[0])
+    assert len(now) == 1
+    assert "differs: CPU threads: 1 -> 2" in other.stdout  # listed whatever the verdict
+    if now[0] == prints[0]:  # the same weights after all (a machine where 2 threads sum alike)
+        assert other.returncode == 0 and "bitwise identical" in other.stdout, other.stdout
+    else:
+        assert other.returncode == 1, other.stdout + other.stderr
+        assert "bitwise identical" not in other.stdout
+        assert f"the weights differ (fingerprint after epoch 1 of the recorded 3: {prints[0]} -> {now[0]})" \
+            in other.stdout
+        assert "0 of 1 strict experiment(s) reproduced bitwise" in other.stdout
+
+
+BROKEN_PLUGIN = """
+from harness.kernels import KERNELS
+
+
+@KERNELS.get("corr2d").variant("broken")
+def broken(case, X, K):
+    raise RuntimeError("broken on purpose")
+"""
+
+
+def test_failed_and_diverged_rows_reproduced_are_failures_as_recorded_not_timings(tmp_path):
+    """A kernel experiment failing both times and a learned kernel diverging both times: failed and
+    diverged as recorded (exit 1), not "every row ran as recorded; no timed rows", and no claim that a
+    recorded difference explains a divergence."""
+    (tmp_path / "broken_plugin.py").write_text(BROKEN_PLUGIN)
+    write_suite(tmp_path / "fd.yaml", """
+        suite: fd
+        defaults: {min_run_time_s: 0.01, threads: 1}
+        experiments:
+          - {name: k, kind: kernel, kernel: corr2d, variants: [broken], sizes: {input: [[8, 8]], kernel: [[2, 2]]}}
+          - {name: hot, kind: learn_kernel, lr: 1e6}
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "HARNESS_PLUGINS": "broken_plugin", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    proc = cli("run", "fd.yaml", "--no-tracking", "--device", "cpu", "--out", tmp_path / "r")
+    assert proc.returncode == 1 and "2 rows, 2 failed or diverged" in proc.stdout, proc.stdout + proc.stderr
+    (run_dir,) = (tmp_path / "r" / "fd").iterdir()
+    proc = cli("reproduce", run_dir, "--no-tracking", "--out", tmp_path / "again")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "k           strict  failed as recorded: 1 of 1 row(s) failed again (broken in=8x8 k=2x2; first error: " \
+           "RuntimeError: broken on purpose); no row was timed both times" in out
+    assert "compared: timings: none (no row was timed both times)" in out
+    assert "hot         strict  diverged as recorded: diverged again (loss became inf at iteration 4 of 10" in out
+    assert "the same error as recorded" in out
+    assert "no timed rows" not in out and "explains it" not in out
+    assert "0 of 2 strict experiment(s) reproduced bitwise (2 failed or diverged as recorded: a failure, " \
+           "not a reproduction)" in out
+
+
+def test_an_interrupted_reproduce_names_its_partial_run_directory(recorded, tmp_path):
+    run_dir, _, _ = recorded
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "reproduce", str(run_dir), "--no-tracking",
+                             "--out", str(tmp_path / "out")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("estimate:"):  # the new run directory is made, its training about to start
+            break
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, err
+    (partial,) = (tmp_path / "out" / "smoke").iterdir()
+    assert f"interrupted (SIGTERM): 0 finished rows of the reproduction are in {partial}, a partial run: no " \
+           f"verdict; run `python -m harness reproduce {run_dir}` again for one" in err
+    assert "Traceback" not in err and "verdict:" not in proc.stdout.read()
+
+
+def _unfinished(run_dir: Path, tmp_path: Path) -> Path:
+    """The recorded run as a run stopped before its second experiment leaves it: its suite.yaml holds
+    both, its results the first, its state.json `finished: false`."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    suite = yaml.safe_load((copy / "suite.yaml").read_text())
+    later = write_suite(tmp_path / "later.yaml", "suite: l\nexperiments:\n  - {name: later, kind: learn_kernel}\n")
+    suite["experiments"] += load_suite(later).resolved()["experiments"]
+    (copy / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    state = json.loads((copy / "state.json").read_text()) | {"finished": False}
+    (copy / "state.json").write_text(json.dumps(state))
+    return copy
+
+
+def test_an_unfinished_recorded_run_names_the_experiments_not_judged_and_fails_unless_only_restricts_it(
+        recorded, tmp_path):
+    run_dir, _, _ = recorded
+    copy = _unfinished(run_dir, tmp_path)
+    proc = run_cli("reproduce", copy, "--no-tracking", "--out", tmp_path / "a", "--epochs", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    said = ("the recorded run did not finish (its state.json says finished: false): 1 of its 2 experiment(s) "
+            "never ran there and are not judged: later")
+    assert f"warning: {said}; the reproduction fails (exit 1) unless --only EXPERIMENT restricts it" in proc.stderr
+    assert "  later               not judged: the recorded run has no row of it" in proc.stdout
+    assert "1 of 1 strict experiment(s) reproduced bitwise; 1 not judged (never run by the recorded run)" in proc.stdout
+    assert f"not judged: {said}" in proc.stdout
+
+    only = run_cli("reproduce", copy, "--no-tracking", "--out", tmp_path / "b", "--epochs", "1", "--only", "lenet")
+    assert only.returncode == 0, only.stdout + only.stderr
+    assert f"note: {said}; --only lenet restricts this reproduction to an experiment it recorded" in only.stdout
+    assert "1 of 1 strict experiment(s) reproduced bitwise\n" in only.stdout
+
+
+def test_a_merge_with_a_missing_shard_names_its_experiments_not_judged(tmp_path):
+    write_suite(tmp_path / "two.yaml", """
+        suite: two
+        experiments:
+          - {name: one, kind: learn_kernel, iterations: 3}
+          - {name: two, kind: learn_kernel, iterations: 4}
+    """)
+    proc = run_cli("run", "two.yaml", "--shard", "0/2", "--no-tracking", "--out", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (shard,) = (tmp_path / "r" / "two").iterdir()
+    merged = tmp_path / "merged"
+    proc = run_cli("merge", shard, "--out", merged, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # 1/2 missing
+    (merged,) = {p.parent for p in merged.rglob("merge.json")}  # --out itself, or a run directory below it
+    proc = run_cli("reproduce", merged, "--no-tracking", "--out", tmp_path / "again", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "one         strict  bitwise identical" in proc.stdout
+    assert "  two                 not judged: the recorded run has no row of it" in proc.stdout
+    assert "not judged: the recorded run is a merge of shards, 1/2 missing (its merge.json): 1 of its 2 " \
+           "experiment(s) never ran there and are not judged: two" in proc.stdout
 
 
 def test_bad_input_is_exit_2_with_one_message_and_nothing_created(recorded, tmp_path):
@@ -216,8 +380,53 @@ def test_verdicts_bitwise_tolerance_different_and_fast_mode():
                          _trace(1.01), env, env)
     assert fast[0].verdict == "different" and not fast[0].counted and verdict.exit_code(fast, False) == 0
     assert any(c.startswith("fast mode") for c in fast[0].causes)
+    assert far[0].compared[0].startswith("weights: the fingerprint after epoch 2")
+
+
+def test_verdict_of_a_shorter_reproduction_follows_the_epoch_n_weights():
+    """`reproduce --epochs 1` of a 2-epoch run: bit-equal epoch-1 numbers are not a bitwise reproduction
+    unless the epoch-1 fingerprints are equal; a run recorded without them gets no weight comparison."""
+    env = {"torch": "2.0"}
+    old = _rows(epoch_fingerprints='["e1", "aaaa"]')
+    one_epoch = _trace()[lambda t: t["step"] == 1]
+    same = verdict.judge(old, _rows(epochs=1, fingerprint="e1", epoch_fingerprints='["e1"]'), _trace(), one_epoch,
+                         env, env)
+    assert same[0].verdict == "bitwise identical" and same[0].reproduced
+    assert same[0].detail == "fingerprint e1 after epoch 1 of the recorded 2" and not same[0].causes
+    moved = verdict.judge(old, _rows(epochs=1, fingerprint="x1", epoch_fingerprints='["x1"]', threads=4), _trace(),
+                          one_epoch, env, env)
+    assert moved[0].verdict == "equal within tolerance" and not moved[0].reproduced
+    assert "equal bit for bit, but the weights differ (fingerprint after epoch 1 of the recorded 2: e1 -> x1)" \
+        in moved[0].detail
+    assert moved[0].causes == ["CPU threads: 2 -> 4"] and verdict.exit_code(moved, False) == 1
+    older = verdict.judge(_rows(), _rows(epochs=1, fingerprint="e1"), _trace(), one_epoch, env, env)
+    assert older[0].verdict == "equal within tolerance" and not older[0].reproduced
+    assert older[0].compared[0].startswith("weights: not compared (the run recorded no fingerprint after epoch 1")
+    assert "the weights were not compared" in older[0].detail
+    text = verdict.format_verdicts(older, "old", "new")
+    assert "bitwise" not in text.splitlines()[1] and "0 of 1 strict experiment(s) reproduced bitwise" in text
+    resumed = _rows(epoch_fingerprints='[null, "aaaa"]')  # resumed after epoch 1 from an older checkpoint
+    (v,) = verdict.judge(resumed, _rows(epochs=1, fingerprint="e1"), _trace(), one_epoch, env, env)
+    assert v.verdict == "equal within tolerance" and "or resumed from an older checkpoint" in v.compared[0]
+    (v,) = verdict.judge(_rows(fingerprint=None), _rows(), _trace(), _trace(), env, env)
+    assert v.verdict == "equal within tolerance"
+    assert v.compared[0] == "weights: not compared (the run recorded no fingerprint after epoch 2: its row has none)"
+
+
+def test_failed_rows_are_failures():
+    env = {"torch": "2.0"}
     failed = verdict.judge(_rows(), _rows(status="failed", error="boom"), _trace(), None, env, env)
     assert failed[0].verdict == "different" and "recorded ok, now failed (boom)" in failed[0].detail
+    boom = _rows(status="diverged", error="loss became nan in epoch 2")
+    again = verdict.judge(boom, boom, _trace(), _trace(), env, env)
+    assert again[0].verdict == "diverged as recorded" and not again[0].reproduced
+    assert again[0].detail == "diverged again (loss became nan in epoch 2); the same error as recorded; " \
+                              "the weights bitwise identical" and verdict.exit_code(again, False) == 1
+    other = verdict.judge(boom, boom.assign(fingerprint="bbbb"), _trace(), _trace(), env, env)
+    assert other[0].detail.endswith("; fingerprint aaaa -> bbbb")
+    text = verdict.format_verdicts(again, "old", "new")
+    assert "explains it" not in text and "differs: no recorded setting" in text
+    same = verdict.judge(_rows(), _rows(), _trace(), _trace(), env, env)
     assert verdict.exit_code(same, rerun_failed=True) == 1
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_suite
+from conftest import REPO, needs_extra, run_cli, write_suite
 from servers import mlflow_server, postgres  # noqa: F401 - session fixtures: real PostgreSQL, real server
 
 from harness.core.errors import UserError
@@ -238,6 +238,21 @@ def test_postgresql_without_a_driver_says_which_spelling_to_use(tmp_path):
     assert "Traceback" not in p.stderr and not (tmp_path / "results" / "x").exists()
 
 
+def test_a_psycopg_uri_without_the_driver_says_which_extra_to_install(tmp_path):
+    # what a newcomer's `pip install -e ".[dev]"` gets, wherever psycopg is installed (None blocks the import)
+    write_suite(tmp_path / "k.yaml", KERNEL)
+    code = ("import sys\nsys.modules['psycopg'] = None\nfrom harness.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    p = subprocess.run([sys.executable, "-c", code, "run", str(tmp_path / "k.yaml"), "--out", str(tmp_path / "results"),
+                        "--tracking-uri", "postgresql+psycopg://me:secret@127.0.0.1:1/mlflow"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 2, p.stderr
+    assert p.stderr == ("error: --tracking-uri postgresql+psycopg://me:***@127.0.0.1:1/mlflow: the psycopg driver "
+                        "is not installed; pip install 'harness[postgres]'\n"), p.stderr
+    assert not (tmp_path / "results").exists()
+
+@needs_extra("psycopg")
 def test_postgres_that_does_not_answer_is_refused_at_once(tmp_path):
     import socket
 

@@ -44,18 +44,23 @@ def test_parse_shard_forms_and_slurm_arrays():
     assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3",
                                 "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "2"}) == Shard(2, 3)
     for bad, words in (("2/2", "not below"), ("0/0", "at least 1"), ("x", "not a shard"), ("-1/2", "not a shard"),
-                       ("1/2/3", "not a shard"), ("", "not a shard")):
+                       ("1/2/3", "not a shard"), ("", "not a shard"),
+                       ("１/２", "not a shard; I and N are written in ASCII digits 0-9"),  # full-width digits
+                       ("٠/٢", "not a shard; I and N are written in ASCII digits"), ("1_0/20", "not a shard")):
         with pytest.raises(UserError, match=words) as e:
             parse_shard(bad, {})
         assert str(e.value).startswith(f"--shard {bad}")
     with pytest.raises(UserError, match="SLURM_ARRAY_TASK_COUNT is not set"):
         parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "0"})
+    with pytest.raises(UserError, match=r"SLURM_ARRAY_TASK_ID='１' is not an integer \(ASCII digits\)"):
+        parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "１", "SLURM_ARRAY_TASK_COUNT": "2"})
     with pytest.raises(UserError, match="not one of 2 evenly spaced"):
         parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "2"})
 
 
 @pytest.mark.parametrize("shard,words", [("2/2", "not below the number of shards"), ("0/0", "at least 1"),
-                                         ("half", "not a shard"), ("auto", "$SLURM_ARRAY_TASK_ID is not set")])
+                                         ("half", "not a shard"),
+                                         ("１/２", "ASCII digits 0-9"), ("auto", "$SLURM_ARRAY_TASK_ID is not set")])
 def test_a_bad_shard_is_exit_2_naming_the_flag_and_nothing_is_created(tmp_path, monkeypatch, shard, words):
     for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"):
         monkeypatch.delenv(name, raising=False)

@@ -57,7 +57,12 @@ BAD_SUITES = {
     "wrong_type": ("suite: s\nexperiments:\n" + GOOD_KERNEL + "    min_run_time_s: fast\n",
                    ["bad.yaml: experiments[0].min_run_time_s: Input should be a valid number"]),
     "unknown_default": ("suite: s\ndefaults: {batchsize: 3}\nexperiments:\n" + GOOD_KERNEL,
-                        ["bad.yaml: defaults.batchsize: not a field of any experiment in this suite"]),
+                        ["bad.yaml: defaults.batchsize: not a field of any experiment in this suite (fields: "]),
+    "misspelt_default_and_axis": ("suite: s\ndefaults: {epoch: 3}\nmatrix: {sed: [1, 2]}\nexperiments:\n"
+                                  "  - {name: t, kind: train, model: lenet, dataset: fashion_mnist_sample}\n",
+                                  ["bad.yaml: defaults.epoch: not a field of any experiment in this suite; did you "
+                                   "mean 'epochs'?", "bad.yaml: matrix.sed: not a field of any experiment in this "
+                                   "suite; did you mean 'seed'?"]),
     "empty_file": ("", ["bad.yaml: the file is empty; a suite needs `suite:` and `experiments:`"]),
     "not_a_mapping": ("- a\n- b\n", ["bad.yaml: a suite is a YAML mapping with `suite:` and `experiments:`, not a list"]),
     "not_yaml": ("suite: [unclosed\n", ["bad.yaml:2:1: not valid YAML"]),
@@ -123,7 +128,8 @@ BAD_SUITES = {
     "model_args_wrong_type": ("suite: s\nexperiments:\n  - {name: x, kind: train, model: resnext, resize: [32, 32], "
                               "model_args: {groups: many}}\n",
                               ['bad.yaml: experiments[0].model_args: model resnext cannot be built with model_args '
-                               '{"groups": "many"}: TypeError: ']),
+                               '{"groups": "many"}: model \'resnext\': groups must be a positive integer and bot_mul a positive '
+                               "number; got groups='many', bot_mul=1.0"]),
     "resize_too_small_for_vgg": ("suite: s\nexperiments:\n  - {name: v, kind: train, model: vgg}\n",
                                  ["bad.yaml: experiments[0].resize: model vgg cannot take 28x28 (the default without "
                                   "resize) images in batches of 128: RuntimeError: ", "Output size is too small"]),
@@ -131,6 +137,21 @@ BAD_SUITES = {
                                  "resize: [8, 8]}\n",
                                  ["bad.yaml: experiments[0].resize: model resnet18 cannot take 8x8 images in batches "
                                   "of 1: a BatchNorm layer would see one value per channel in training"]),
+    "model_a_million_layers": ("suite: s\nexperiments:\n  - {name: v, kind: train, model: vgg, resize: [32, 32], "
+                               "batch_size: 2, model_args: {arch: [[1000000, 16]]}}\n",
+                               ['bad.yaml: experiments[0].model_args: model vgg with model_args {"arch": '
+                                '[[1000000, 16]]} has 1,000,003 layers (convolutions and linear layers), more than '
+                                "the 1,000 a suite may build (the deepest registered here, resnext, has 29)"]),
+    "model_args_over_memory": ("suite: s\nexperiments:\n  - {name: v, kind: train, model: vgg, resize: [32, 32], "
+                               "batch_size: 2, model_args: {arch: [[2, 1000000]]}}\n"
+                               "  - {name: r, kind: train, model: resnext, resize: [32, 32], model_args: "
+                               "{bot_mul: 100000}}\n",
+                               ["bad.yaml: experiments[0].model_args: a training step of model vgg "
+                                "(10,048,603,826,378 parameters) on batches of 2 at 32x32 needs about 73.1 TiB "
+                                "(activations kept for backward, weights and gradients, fp32), more than this "
+                                "machine's", "of memory; use a smaller resize, batch_size or model_args",
+                                "bad.yaml: experiments[1].model_args: a training step of model resnext "
+                                "(150,860,988,938 parameters) on batches of 128"]),
     "train_batch_over_memory": ("suite: s\nexperiments:\n  - {name: t, kind: train, model: lenet, "
                                 "resize: [100000, 100000]}\n",
                                 ["bad.yaml: experiments[0].resize: one batch of 128 images at 100000x100000 needs "
@@ -322,6 +343,26 @@ def test_bad_selection_flags_exit_2_naming_the_flag(flags, message, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--seed", "--max-experiments"])
+@pytest.mark.parametrize("value", ["１２", "1_000", "٣"])
+def test_a_number_flag_takes_ascii_digits_only(flag, value, tmp_path):
+    write_suite(tmp_path / "ok.yaml", "suite: s\nexperiments:\n" + GOOD_KERNEL)
+    proc = run_cli("list", "ok.yaml", flag, value, "--no-estimate", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: argument {flag}: invalid integer value: {value!r} (an integer in ASCII digits 0-9)" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["baseline", "kernels-ci", "--rounds"], ["check", "kernels-ci", "--rounds"],
+                                  ["launch", "smoke", "--shards"], ["launch", "smoke", "--gpus-per-shard"],
+                                  ["launch", "smoke", "--time-min"], ["ui", "--port"], ["reproduce", "DIR", "--epochs"]])
+def test_every_number_flag_takes_ascii_digits_only(argv, tmp_path):
+    """int() alone takes full-width and other scripts' digits: every command's number flags refuse them."""
+    proc = run_cli(*argv, "１２", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: argument {argv[-1]}: invalid integer value: '１２' (an integer in ASCII digits 0-9)" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_states_the_default_bound():

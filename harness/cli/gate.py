@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.cli.runs import integer
+
 
 def add(sub) -> None:
     devices = dict(default="auto", choices=("auto", "cpu", "cuda"),
@@ -13,7 +15,7 @@ def add(sub) -> None:
     base.add_argument("--out", type=Path, required=True, metavar="FILE",
                       help="baseline file to write, e.g. results/baselines/kernels-cpu.json")
     base.add_argument("--device", **devices)
-    base.add_argument("--rounds", type=int, default=None, metavar="N",
+    base.add_argument("--rounds", type=integer, default=None, metavar="N",
                       help="interleaved timing rounds (default 10; a check --stored against a baseline of 3 "
                            "rounds needs 7 of its own, of 5 needs 4: docs/gate.md)")
     base.add_argument("--allow-dirty", action="store_true",
@@ -33,7 +35,7 @@ def add(sub) -> None:
     check.add_argument("--stored", action="store_true",
                        help="with --baseline: compare with its stored numbers instead (only on the machine type "
                             "that recorded them; faster, less robust to a noisy machine)")
-    check.add_argument("--rounds", type=int, default=None, metavar="N",
+    check.add_argument("--rounds", type=integer, default=None, metavar="N",
                        help="timing rounds: pairs side by side (default 30, at least 7), rounds against stored "
                             "numbers (default 10; at least 3 to 7, by the baseline's own rounds); fewer could "
                             "never be significant, so they are refused (docs/gate.md)")

@@ -1,10 +1,13 @@
 """reproduce: run a recorded run again, into a new run directory, and judge each experiment
 (harness.views.reproduce, harness.views.verdict). Exit 0 when every strict-mode experiment reproduced
-bitwise, 1 when one did not (or a row failed), 2 on bad input."""
+bitwise, 1 when one did not (or a row failed, or the recorded run did not finish and --only does not
+restrict the reproduction to what it recorded), 2 on bad input."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+from harness.cli.runs import integer
 
 
 def add(sub) -> None:
@@ -13,7 +16,7 @@ def add(sub) -> None:
     rep.add_argument("run", metavar="RUN", help="a run directory (results/<suite>/<UTC time>-<id>), or an MLflow run "
                                                 "id with --tracking-uri")
     rep.add_argument("--only", metavar="EXPERIMENT", help="only this experiment (its exact id, as in results.csv)")
-    rep.add_argument("--epochs", type=int, metavar="N",
+    rep.add_argument("--epochs", type=integer, metavar="N",
                      help="reproduce only the first N epochs of each training (compared at epoch N)")
     rep.add_argument("--device", choices=("auto", "cpu", "cuda"),
                      help="default: the device class the run recorded")
@@ -38,7 +41,8 @@ def cmd_reproduce(args) -> int:
     say = print if here.writer else (lambda *a, **k: None)
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as scratch:
         rec = reproduce.locate(args.run, args.tracking_uri, Path(scratch))
-        suite = reproduce.plan(rec, args.only, args.epochs)
+        suite, not_run = reproduce.plan(rec, args.only, args.epochs)
+        unfinished, fails = reproduce.incomplete(rec, not_run, args.only)
         device, tracker = reproduce.prepare(rec, suite, device=args.device, out=args.out, data_dir=args.data_dir,
                                             tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
         env = rec.env
@@ -46,8 +50,9 @@ def cmd_reproduce(args) -> int:
             f"{device}; recorded on {env.get('device')} ({env.get('gpu_name') or env.get('cpu_model')}), "
             f"torch {env.get('torch')}, commit {str(env.get('git_commit'))[:12]}"
             + (f"; first {args.epochs} epoch(s)" if args.epochs else ""))
-        for line in reproduce.checkout_warnings(rec) + reproduce.world_warnings(rec, args.run):
-            say(f"warning: {line}", file=sys.stderr)
+        for line in reproduce.checkout_warnings(rec) + reproduce.world_warnings(rec, args.run) + [unfinished or ""]:
+            if line:
+                say(f"warning: {line}", file=sys.stderr)
         try:
             with distributed.process_group(device):  # a plain process: nothing; under torchrun: DDP's group
                 outcome = reproduce.rerun(rec, suite, device=device, tracker=tracker, out=args.out,
@@ -57,13 +62,35 @@ def cmd_reproduce(args) -> int:
             if here.writer and e.run_dir is not None:
                 print(f"{e.rows} finished rows are in {e.run_dir}: no verdict", file=sys.stderr)
             return 1
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: the runner closed what it opened
+            from harness.run import interrupt
+
+            e = interrupt.as_interrupted(e)
+            say(f"interrupted ({e.name}): {_partial(e, args.run)}", file=sys.stderr)
+            return e.exit_code
+        except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
+            if getattr(e, "run_dir", None) is None:
+                raise
+            say(f"error: the reproduction stopped: {e}\n{_partial(e, args.run)}", file=sys.stderr)
+            return 1
         if not here.writer:
             return 0
         verdicts = reproduce.judge_rerun(rec, outcome.run_dir)
     print(f"new run: {outcome.run_dir}" + (f" (MLflow: {rundir.redact(tracker.tracking_uri)}, tag harness.reproduces="
                                            f"{rec.run_id})" if tracker.tracking_uri else ""))
-    print(verdict.format_verdicts(verdicts, rec.run_id, outcome.run_dir.name))
-    return verdict.exit_code(verdicts, outcome.exit_code != 0)
+    print(verdict.format_verdicts(verdicts, rec.run_id, outcome.run_dir.name, [] if args.only else not_run))
+    if unfinished:
+        print(f"{'not judged' if fails else 'note'}: {unfinished}")
+    return max(verdict.exit_code(verdicts, outcome.exit_code != 0), int(fails))
+
+
+def _partial(e: BaseException, run: str) -> str:
+    """Where a reproduction that stopped early left its rows, and that it gave no verdict."""
+    run_dir = getattr(e, "run_dir", None)
+    if run_dir is None:
+        return "nothing was written (the reproduction had not started)"
+    return (f"{getattr(e, 'rows', 0)} finished rows of the reproduction are in {run_dir}, a partial run: no verdict; "
+            f"run `python -m harness reproduce {run}` again for one")
 
 
 COMMANDS = {"reproduce": cmd_reproduce}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,6 +46,27 @@ def add(sub) -> None:
     env.add_argument("--json", action="store_true", help="print JSON")
 
 
+class _Once(argparse.Action):
+    """-k given once: a second -k would silently replace the first (argparse keeps the last)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        first = getattr(namespace, self.dest, None)
+        if first is not None:
+            parser.error(f"argument {option_string}: given twice ({first!r}, then {values!r}); give one expression, "
+                         f"e.g. {option_string} {shlex.quote(f'{first} or {values}')}")
+        setattr(namespace, self.dest, values)
+
+
+def integer(text: str) -> int:
+    """An argparse type: an integer in ASCII digits. int() alone also takes '１２' (full-width), '1_000'
+    and other scripts' digits."""
+    import re
+
+    if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"invalid integer value: {text!r} (an integer in ASCII digits 0-9)")
+    return int(text)
+
+
 SUITE_HELP = "suite YAML file (e.g. suites/kernels.yaml), or the name of one in suites/ (e.g. smoke)"
 
 
@@ -51,7 +74,7 @@ def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
     if shard:
         p.add_argument("--shard", metavar="I/N", help="only shard I of N: the j-th experiment goes to shard j %% N; "
                                                       "auto: I and N from a Slurm job array")
-    p.add_argument("--seed", type=int, help="override every experiment's seed (replaces a seed matrix axis; "
+    p.add_argument("--seed", type=integer, help="override every experiment's seed (replaces a seed matrix axis; "
                                             "the same as --set seed=N, and not given with any --set of seed)")
     p.add_argument("--set", dest="overrides", action="append", metavar="[NAME.]KEY=VALUE",
                    help="change a field, validated as in the suite file (repeatable): KEY=VALUE for every "
@@ -59,11 +82,13 @@ def add_selection(p: argparse.ArgumentParser, shard: bool = False) -> None:
                         "is replaced); NAME.KEY=VALUE for experiment NAME only, winning over KEY=VALUE. VALUE "
                         "is YAML: --set epochs=1 --set lenet.lr=0.05 --set resize=[32,32]; no nested keys (set "
                         "model_args={arch: ...} whole). Recorded as `overrides` in the run's suite.yaml")
-    p.add_argument("-k", dest="select", metavar="PATTERN",
-                   help="only some experiments, by name: the one named PATTERN if there is one; else, with * ? or "
-                        "[...], those whose whole name matches the glob (-k 'res*'); else those whose name "
-                        "contains PATTERN (-k res). Case-sensitive; matrix points share their experiment's name")
-    p.add_argument("--max-experiments", type=int, metavar="N",
+    p.add_argument("-k", dest="select", metavar="EXPRESSION", action=_Once,
+                   help="only some experiments, by name, in pytest's -k grammar: terms joined by or, and, not and "
+                        "parentheses (-k 'lenet or res*', -k 'res* and not resnext'). A term selects the experiment "
+                        "named so if there is one; else, with * ? or [...], those whose whole name matches the glob "
+                        "(-k 'res*'); else those whose name contains it (-k res). Case-sensitive; matrix points "
+                        "share their experiment's name; given once")
+    p.add_argument("--max-experiments", type=integer, metavar="N",
                    help="refuse a suite that expands to more than N experiments (default 1000)")
 
 
@@ -100,6 +125,13 @@ def cmd_run(args) -> int:
         from harness.train.datacheck import check_data  # present and sound, before anything is written
 
         check_data(mine, args.data_dir, download=args.download)
+    if args.resume is not None:  # made under these settings and on this data, before the store is opened
+        from functools import partial
+
+        from harness.run import resume
+
+        resume.check(args.resume, device, here.size, partial(resume_command, args, args.resume))
+        resume.check_data(args.resume, mine, args.data_dir, args.download, device)
     from harness.track import make_tracker
 
     tracker = make_tracker(not args.no_tracking and here.writer, uri, args.out, create=args.resume is None)
@@ -121,7 +153,7 @@ def cmd_run(args) -> int:
     except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
         if getattr(e, "run_dir", None) is None:
             raise
-        print(f"error: the run stopped: {e}\n{_stopped(e, args, tracker)}", file=sys.stderr)
+        print(f"error: the run stopped: {_why(e)}\n{_stopped(e, args, tracker)}", file=sys.stderr)
         return 1
     if not here.writer:  # rank 0 reports the outcome and exits 1 if a row failed: exiting 1 first here would
         return 0          # make torchrun end rank 0 (SIGTERM) before it printed the summary
@@ -169,17 +201,26 @@ def rank_failed_line(e, here) -> str:
 
 def _stopped(e: BaseException, args, tracker) -> str:
     """What an interrupted run left, and the exact command that continues it."""
-    import os
-    import shlex
-
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "nothing was written (the run had not started)"
+    return f"{_kept(e, run_dir)}{_closed(e, tracker, run_dir)}\nContinue it with:\n  {resume_command(args, run_dir)}"
+
+
+def resume_command(args, run_dir: Path, device: str | None = None, threads: int | None = None,
+                   nproc: int | None = None) -> str:
+    """The command line that continues `run_dir` with this invocation's flags; by default as many
+    processes as now (under torchrun) and its --device, else `nproc` processes in all, `device`, and
+    `OMP_NUM_THREADS=threads` (what --resume asks for when the run was made so: harness.run.resume)."""
+    import os
+    import shlex
+
     cmd = ["python", "-m", "harness", "run", str(args.suite), "--resume", str(run_dir)]
-    if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1":  # under torchrun: as many processes again (+ its options)
-        cmd[:2] = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}", "-m"]
-    if args.device != "auto":
-        cmd += ["--device", args.device]
+    procs = str(nproc) if nproc is not None else os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if procs != "1":  # under torchrun: as many processes again (+ its options)
+        cmd[:2] = ["torchrun", f"--nproc_per_node={procs}", "-m"]
+    if device is not None or args.device != "auto":
+        cmd += ["--device", device or args.device]
     if args.no_tracking:
         cmd += ["--no-tracking"]
     elif args.tracking_uri:  # else --resume finds the store in the run directory's state.json
@@ -189,9 +230,51 @@ def _stopped(e: BaseException, args, tracker) -> str:
     cmd += [x for text in args.overrides or [] for x in ("--set", text)]
     cmd += [flag for flag, on in (("--fail-fast", args.fail_fast), ("--download", args.download),
                                   ("--keep-checkpoints", args.keep_checkpoints)) if on]
-    mlflow = "" if not tracker.tracking_uri else "; its open MLflow runs ended KILLED"
-    return (f"{getattr(e, 'rows', 0)} finished rows are in {run_dir} (results, steps, report){mlflow}.\n"
-            f"Continue it with:\n  {shlex.join(cmd)}")
+    return (f"OMP_NUM_THREADS={threads} " if threads is not None else "") + shlex.join(cmd)
+
+
+def _why(error: BaseException | None) -> str:
+    """An error in a few words: a full disk (ENOSPC, or SQLite's "database or disk is full" inside
+    MLflow's exception) said so, else the error's first line."""
+    import errno
+
+    if error is None:
+        return "unknown"
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        where = f": {error.filename}" if getattr(error, "filename", None) else ""
+        return f"the disk is full ({error.strerror}{where})"
+    if "database or disk is full" in str(error):
+        return "the disk is full (the MLflow store: database or disk is full)"
+    text = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _kept(e: BaseException, run_dir) -> str:
+    """Which of the run's files its cleanup wrote (runner._abort): only those are claimed."""
+    from harness.run.runner import WRITTEN
+
+    rows, written = getattr(e, "rows", 0), getattr(e, "written", WRITTEN)
+    if tuple(written) == WRITTEN:
+        return f"{rows} finished rows are in {run_dir} (results, steps, report)"
+    missing = ", ".join(w for w in WRITTEN if w not in written)
+    why = _why(getattr(e, "write_error", None))
+    if not written:
+        return f"the {rows} finished rows could not be written into {run_dir}: {why}; `--resume` runs them again"
+    return f"{rows} finished rows are in {run_dir} ({', '.join(written)}; not written: {missing}: {why})"
+
+
+def _closed(e: BaseException, tracker, run_dir) -> str:
+    """Whether the open MLflow runs were ended KILLED, and if not, what ends them later."""
+    if not tracker.tracking_uri:
+        return "."
+    unclosed = getattr(tracker, "unclosed", [])
+    if not unclosed:
+        return "; its open MLflow runs ended KILLED."
+    later = "`--resume` below continues them"
+    if getattr(e, "journal_error", None) is None:  # the journal has the close: a sync replays it
+        later += f", or `python -m harness sync {run_dir}` ends them KILLED"
+    return (f".\n{len(unclosed)} open MLflow run(s) could not be ended: {_why(tracker.close_error)}; they stay "
+            f"RUNNING until {later}, once there is space.")
 
 
 def _shard(args):
@@ -255,7 +338,16 @@ def cmd_summary(args) -> int:
         shape = ()
     if len(shape) != 4 or min(shape) < 1:
         raise UserError(f"--input {args.input}: give four positive integers N,C,H,W, e.g. 1,1,96,96")
-    from harness.models import create_model, summary_table
+    from harness.core.envinfo import gib, host_memory_bytes
+    from harness.models import MODELS, create_model, estimate_size, summary_table
+
+    MODELS.get(args.model)  # an unknown model: its did-you-mean first
+    size = estimate_size(args.model, shape)  # arithmetic: nothing built yet
+    need = None if size is None else 4 * (math.prod(shape) + size.activations + size.params)
+    if need is not None and need > host_memory_bytes():
+        raise UserError(f"--input {args.input}: model {args.model} on this input needs about {gib(need)} (the batch, "
+                        f"every layer's output and the weights, fp32), more than this machine's "
+                        f"{gib(host_memory_bytes())} of memory; give a smaller N or H,W")
 
     model = create_model(args.model, in_channels=shape[1], input_size=shape[2:])
     rows = summary_table(model, shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.cli.runs import integer
 from harness.core.errors import UserError
 
 
@@ -32,7 +33,7 @@ def add(sub) -> None:
                       help="results root whose mlflow.db and mlartifacts/ to use (default: results/, as `run --out`)")
 
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 against the store `run` writes")
-    ui.add_argument("--port", type=int, default=5000, help="TCP port (default 5000)")
+    ui.add_argument("--port", type=integer, default=5000, help="TCP port (default 5000)")
     ui.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
                     help="results root whose mlflow.db to open (default: results/, as `run --out`)")
     ui.add_argument("--tracking-uri", metavar="URI", help="another store (default: $MLFLOW_TRACKING_URI, else DIR/mlflow.db)")

@@ -18,13 +18,27 @@ kind is adding a package (or a kind.py) that registers one; nothing else changes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 from harness.core.registry import Registry, unknown_name_message
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"Input should be a valid number (got {value!r})")
+    return value
+
+
+# Numbers as a suite gives them: pydantic's lax mode takes YAML's true as 1. An integer field is
+# strict (no true, no '3', no 2.0); a float field refuses only booleans, because PyYAML reads YAML
+# 1.1, where 1e-3 (no dot) is a string: lax parsing makes it the number the user meant. An integer
+# is a valid float (lr: 1).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
 Problems = list[tuple[str, str]]
 
 
@@ -35,7 +49,7 @@ class SpecBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN, max_length=80)
-    seed: int = Field(0, ge=0, lt=2**63)  # an Int64 results column
+    seed: Int = Field(0, ge=0, lt=2**63)  # an Int64 results column
     determinism: Literal["strict", "fast"] = "strict"
 
 

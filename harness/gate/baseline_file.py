@@ -174,6 +174,9 @@ def check_out_file(out: Path, name: str = "kernels-cpu.json") -> None:
                         f"{example}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
+    from harness.run.rundir import check_out
+
+    check_out(out, "file", example=f"results/baselines/{name}")  # the rule of every --out: never in a run directory
     if out.exists():
         try:
             doc = read_json(out)

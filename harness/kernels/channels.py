@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from harness.kernels import seed
+from harness.core.kinds import Int
 from harness.kernels.base import Case, Family, randn, register_family
 from harness.kernels.corr2d import Corr2dCase, Size, corr2d_loop, hw, windows
 
-Channels = Annotated[int, Field(gt=0)]
+Channels = Annotated[Int, Field(gt=0)]
 
 
 # ---- corr2d_multi_in_out -------------------------------------------------------------------

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
+from harness.core.kinds import Int
 from harness.kernels.base import Case, Family, Pair, randn, register_family
 
 # Sizes are (height, width); YAML lists like [3, 3] validate into these tuples.
-Size = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
-Padding = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+Size = tuple[Annotated[Int, Field(gt=0)], Annotated[Int, Field(gt=0)]]  # strict: true is not 1
+Padding = tuple[Annotated[Int, Field(ge=0)], Annotated[Int, Field(ge=0)]]
 
 
 def hw(p: Pair) -> str:

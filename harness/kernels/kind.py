@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from harness.core.kinds import Kind, SpecBase, pydantic_problems, register_kind
+from harness.core.kinds import Float, Int, Kind, SpecBase, pydantic_problems, register_kind
 from harness.core.registry import unknown_name_message
 from harness.kernels import KERNELS
 from harness.kernels.bench import add_speedups, kernel_tasks, learn_tasks
@@ -28,10 +28,10 @@ class KernelSpec(SpecBase):
     baseline: str | None = None  # speedups are against this variant; default: the first
     sizes: dict[str, list[Any]] = Field(min_length=1)
     dtype: Literal["float32", "float64"] = "float32"
-    min_run_time_s: float = Field(0.2, gt=0, le=60)
-    loop_max_iters: int = Field(200_000, ge=0)  # Python-loop variants over this are 'capped'
-    tolerance: float | None = Field(None, gt=0)  # max |err| / max(1, max|ref|); default by dtype
-    threads: int = Field(1, ge=1)  # CPU threads while timing: one unless a suite says otherwise
+    min_run_time_s: Float = Field(0.2, gt=0, le=60)
+    loop_max_iters: Int = Field(200_000, ge=0)  # Python-loop variants over this are 'capped'
+    tolerance: Float | None = Field(None, gt=0)  # max |err| / max(1, max|ref|); default by dtype
+    threads: Int = Field(1, ge=1)  # CPU threads while timing: one unless a suite says otherwise
 
     @property
     def baseline_variant(self) -> str:
@@ -49,8 +49,8 @@ class LearnKernelSpec(SpecBase):
     """The book's 7.2 experiment: learn the 1x2 edge-detection kernel by gradient descent."""
 
     kind: Literal["learn_kernel"]
-    lr: float = Field(3e-2, gt=0)
-    iterations: int = Field(10, ge=1, le=100_000)
+    lr: Float = Field(3e-2, gt=0)
+    iterations: Int = Field(10, ge=1, le=100_000)
 
 
 def check_kernel(spec: KernelSpec, where: str) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
+from harness.core.kinds import Int
 from harness.kernels.base import Case, Family, Pair, randn, register_family
 from harness.kernels.corr2d import (Padding, Size, check_fits, hw, out_size, window_suffix,
                                     windows)
@@ -19,7 +20,7 @@ from harness.kernels.corr2d import (Padding, Size, check_fits, hw, out_size, win
 
 class PoolCase(Case):
     input: Size
-    channels: Annotated[int, Field(gt=0)] = 1
+    channels: Annotated[Int, Field(gt=0)] = 1
     pool: Size
     stride: Size | None = None  # None: stride = pool, as in PyTorch and the book's nn.MaxPool2d
     padding: Padding = (0, 0)

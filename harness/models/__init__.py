@@ -14,6 +14,7 @@ May import: harness.core. Never run/, track/, views/, gate/ or the CLI.
 """
 from harness.models.registry import (MODELS, ModelBuildError, Probe, accepted_args, create_model, list_models,
                                      probe_model, register_model)
+from harness.models.size import MAX_LAYERS, Size, estimate_size, training_bytes
 from harness.models.summary import init_cnn, layer_summary, summary_table
 from harness.models import lenet, vgg  # noqa: F401  (register lenet, vgg; this order is list_models() order)
 from harness.models.resnet import ResNeXtBlock, Residual  # (registers resnet18, resnext)
@@ -27,6 +28,10 @@ __all__ = [
     "probe_model",
     "Probe",
     "ModelBuildError",
+    "MAX_LAYERS",
+    "Size",
+    "estimate_size",
+    "training_bytes",
     "Residual",
     "ResNeXtBlock",
     "init_cnn",

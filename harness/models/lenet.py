@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from harness.models.registry import register_model
+from harness.models.size import Net, model_size
 
 
 @register_model
@@ -24,3 +25,11 @@ def lenet(num_classes: int = 10) -> nn.Sequential:
         nn.LazyLinear(120), nn.Sigmoid(),
         nn.LazyLinear(84), nn.Sigmoid(),
         nn.LazyLinear(num_classes))
+
+
+@model_size(lenet, depth=lambda: 5)
+def _lenet_size(net: Net, num_classes: int = 10) -> None:
+    net.conv(6, 5, padding=2), net.act(), net.pool(2, 2)
+    net.conv(16, 5), net.act(), net.pool(2, 2)
+    net.flatten()
+    net.linear(120), net.act(), net.linear(84), net.act(), net.linear(num_classes)

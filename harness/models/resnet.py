@@ -9,6 +9,7 @@ shape logic), so torch.compile, channels_last and autocast all apply.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Callable, Sequence
 
@@ -18,6 +19,7 @@ from torch.nn import functional as F
 
 from harness.core.errors import UserError
 from harness.models.registry import register_model
+from harness.models.size import Net, model_size
 
 Arch = Sequence[tuple[int, int]]  # (num_residuals, num_channels) per stage
 RESNET18_ARCH: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (2, 256), (2, 512))
@@ -154,10 +156,75 @@ def resnext(num_classes: int = 10, groups: int = 16, bot_mul: float = 1.0) -> Re
     comparison, `groups=32, bot_mul=4` gives 7.33M parameters and 0.70 GFLOPs. `groups` must
     divide every stage's bot_channels = round(num_channels * bot_mul).
     """
+    _check_resnext(groups, bot_mul)
+    return ResNeXt(RESNET18_ARCH, groups, bot_mul, num_classes)
+
+
+def _check_resnext(groups: object, bot_mul: object) -> None:
+    """resnext's arguments as the factory takes them: numbers (not booleans), groups dividing
+    every stage's bottleneck width."""
+    if not isinstance(groups, int) or isinstance(groups, bool) or not isinstance(bot_mul, (int, float)) \
+            or isinstance(bot_mul, bool) or not 0 < bot_mul < math.inf:
+        raise UserError(f"model 'resnext': groups must be a positive integer and bot_mul a positive number; "
+                        f"got groups={groups!r}, bot_mul={bot_mul!r}")
     for _, num_channels in RESNET18_ARCH:
         bot_channels = int(round(num_channels * bot_mul))
         if groups < 1 or bot_channels < groups or bot_channels % groups:
             raise UserError(f"model 'resnext': groups={groups} (channels per group) must divide "
                             f"every stage's bottleneck width round(num_channels * bot_mul); with "
                             f"bot_mul={bot_mul} the {num_channels}-channel stage has {bot_channels}")
-    return ResNeXt(RESNET18_ARCH, groups, bot_mul, num_classes)
+
+
+def _resnet_walk(net: Net, arch: Arch, block: Callable[..., None], num_classes: int) -> None:
+    """ResNet's layers in order (ResNet.__init__, stem, stage): `block(net, channels, use_1x1conv,
+    strides)` walks one block."""
+    net.conv(64, 7, stride=2, padding=3), net.norm(), net.act(), net.pool(3, 2, padding=1)
+    for i, (num_residuals, num_channels) in enumerate(arch):
+        for j in range(num_residuals):
+            shortcut = j == 0 and i != 0
+            block(net, num_channels, shortcut, 2 if shortcut else 1)
+    net.global_pool(), net.flatten(), net.linear(num_classes)
+
+
+def _residual_walk(net: Net, num_channels: int, use_1x1conv: bool, strides: int) -> None:
+    c, h, w = net.c, net.h, net.w
+    net.conv(num_channels, 3, stride=strides, padding=1), net.norm()
+    net.conv(num_channels, 3, padding=1), net.norm()
+    if use_1x1conv:  # on the block's input: the parameters and output of conv3 (same shape as conv2's)
+        out = (net.c, net.h, net.w)
+        net.c, net.h, net.w = c, h, w
+        net.conv(num_channels, 1, stride=strides)
+        net.c, net.h, net.w = out
+
+
+def _resnext_walk(net: Net, num_channels: int, use_1x1conv: bool, strides: int, *, groups: int,
+                  bot_mul: float) -> None:
+    c, h, w = net.c, net.h, net.w
+    bot_channels = int(round(num_channels * bot_mul))
+    net.conv(bot_channels, 1), net.norm()
+    net.conv(bot_channels, 3, stride=strides, padding=1, groups=bot_channels // groups), net.norm()
+    net.conv(num_channels, 1), net.norm()
+    if use_1x1conv:
+        out = (net.c, net.h, net.w)
+        net.c, net.h, net.w = c, h, w
+        net.conv(num_channels, 1, stride=strides), net.norm()
+        net.c, net.h, net.w = out
+
+
+def _blocks(arch: Arch, per_block: int, per_shortcut: int) -> int:
+    return sum(n * per_block + (per_shortcut if i and n else 0) for i, (n, _) in enumerate(arch))
+
+
+@model_size(resnet18, depth=lambda: 1 + _blocks(RESNET18_ARCH, 2, 1) + 1)
+def _resnet18_size(net: Net, num_classes: int = 10) -> None:
+    _resnet_walk(net, RESNET18_ARCH, _residual_walk, num_classes)
+
+
+def _resnext_depth(groups: int = 16, bot_mul: float = 1.0) -> int:
+    _check_resnext(groups, bot_mul)
+    return 1 + _blocks(RESNET18_ARCH, 3, 1) + 1
+
+
+@model_size(resnext, depth=_resnext_depth)
+def _resnext_size(net: Net, num_classes: int = 10, groups: int = 16, bot_mul: float = 1.0) -> None:
+    _resnet_walk(net, RESNET18_ARCH, partial(_resnext_walk, groups=groups, bot_mul=bot_mul), num_classes)

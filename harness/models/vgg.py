@@ -13,6 +13,7 @@ from torch import nn
 
 from harness.core.errors import UserError
 from harness.models.registry import register_model
+from harness.models.size import Net, model_size
 
 # The book's VGG-11 (8.2, printed summary) and the 8x narrower one it trains on Fashion-MNIST.
 VGG11_ARCH = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -57,3 +58,15 @@ def vgg(num_classes: int = 10, arch: Sequence[Sequence[int]] = VGG_SMALL_ARCH) -
         nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5),
         nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5),
         nn.LazyLinear(num_classes))
+
+
+@model_size(vgg, depth=lambda arch=VGG_SMALL_ARCH: sum(n for n, _ in _checked_arch(arch)) + 3)
+def _vgg_size(net: Net, num_classes: int = 10, arch: Sequence[Sequence[int]] = VGG_SMALL_ARCH) -> None:
+    for num_convs, out_channels in _checked_arch(arch):
+        for _ in range(num_convs):
+            net.conv(out_channels, 3, padding=1), net.act()
+        net.pool(2, 2)
+    net.flatten()
+    for _ in range(2):
+        net.linear(4096), net.act(), net.act()
+    net.linear(num_classes)

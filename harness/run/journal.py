@@ -42,6 +42,39 @@ def is_offline(run_id: str) -> bool:
     return run_id.startswith(OFFLINE)
 
 
+def open_runs(records: list[dict]) -> list[str]:
+    """The ids of the runs still open after `records` (a journal as `read` returns it)."""
+    open_ids: dict[str, None] = {}
+    for r in records:
+        if r["op"] in ("start", "start_child", "resume", "resume_child"):
+            open_ids[r["id"]] = None
+        elif r["op"] == "end":
+            open_ids.pop(r["id"], None)
+        elif r["op"] == "close":
+            open_ids.clear()
+    return list(open_ids)
+
+
+def close_dead(run_dir: Path) -> bool:
+    """The `close` a run's process would have written, for one known to be dead (killed outright, so
+    its journal ends with runs open): appended now, so that every sync ends those runs KILLED. A
+    last line cut short by the kill (which the reader drops) is cut off first. False, and nothing
+    written, when no run is open or the journal is not readable (sync says why later)."""
+    path = Path(run_dir) / FILE
+    try:
+        if not open_runs(read(run_dir)):
+            return False
+        data = path.read_bytes()
+    except (OSError, ValueError):
+        return False
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"op": "close", "t": _now_ms(), "id": ""}) + "\n")
+    return True
+
+
 class Journal:
     """A tracker that appends each call to `<run_dir>/tracking.jsonl`, then passes it on to `inner`.
 
@@ -59,6 +92,7 @@ class Journal:
         self.path = Path(run_dir) / FILE
         self._parent = ""  # the parent's id here (the inner tracker's, or offline:<name>)
         self.failures: list[str] = []  # inner calls that raised, "op: error"
+        self.close_error: OSError | None = None  # the close line could not be written (a full disk)
 
     tracking_uri = property(lambda self: self.inner.tracking_uri)
     experiment_id = property(lambda self: self.inner.experiment_id)
@@ -112,13 +146,18 @@ class Journal:
         self._write("end", run_id, t, status=status)
 
     def close(self) -> None:
-        """Every run still open ends KILLED: in the inner tracker if it can, in the journal always."""
+        """Every run still open ends KILLED: in the inner tracker if it can, in the journal if its disk
+        takes the line. Never raises (it runs on the way out of a failure): what it could not end is in
+        the inner tracker's `unclosed` (MlflowTracker) and in `close_error` (the journal's line)."""
         t = _now_ms()
         try:
             self._guard("close", self.inner.close)
         finally:
             if self.path.exists():  # only a run that started has anything to close
-                self._write("close", "", t)
+                try:
+                    self._write("close", "", t)
+                except OSError as e:  # a full disk: `run --resume` still continues the runs
+                    self.close_error = e
 
     def _guard(self, op: str, call, *args, **kwargs):
         try:

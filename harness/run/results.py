@@ -88,6 +88,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
                        "per device"),
     "params": ("Int64", "train: number of model parameters"),
     "fingerprint": ("string", "train: hash of the final weights and the per-epoch loss/accuracy trace"),
+    "epoch_fingerprints": ("string", "train: JSON list, the fingerprint after each epoch (the last is `fingerprint`; "
+                                     "null: an epoch before a resume from an older checkpoint)"),
     "dataset_digest": ("string", "train: sha256 prefix of the decoded training and validation tensors"),
     "learned_kernel": ("string", "learn_kernel: learned weights as JSON"),
     "git_commit": ("string", "commit of the harness checkout (None outside git)"),
@@ -98,7 +100,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 # Columns added to schema 1 later, read as empty from files written before them.
-ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy", "shard", "world_size", "backend", "per_rank_batch")
+ADDED_IN_V1 = ("achieved_tflops", "mfu", "noisy", "shard", "world_size", "backend", "per_rank_batch",
+               "epoch_fingerprints")
 
 
 # The per-epoch training series (MLflow metrics with step = epoch, and steps.csv): the same keys for

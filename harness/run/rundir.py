@@ -35,9 +35,11 @@ class RunDir:
     shard: Shard = WHOLE  # the part of the suite this run runs (harness.suite.shard)
     finished: bool = False  # the runner reached the end (set before the last save_state)
     writer: bool = True  # False in data-parallel processes other than rank 0: they write nothing
+    # what the runner last wrote of results, steps and report: name -> (rows, steps) it holds
+    on_disk: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def checkpoint_dir(self, experiment_id: str) -> Path:
-        return self.path / "checkpoints" / experiment_id.replace("/", "_")
+        return checkpoint_path(self.path, experiment_id)
 
     def drop_checkpoint(self, experiment_id: str) -> None:
         """A finished experiment's checkpoint only served its resume: remove it (--keep-checkpoints keeps it)."""
@@ -61,6 +63,11 @@ class RunDir:
         results.atomic_write_json(self.path / "state.json", {
             "run_id": self.run_id, "parent_run_id": self.parent_run_id, "children": self.children,
             "tracking_uri": redact(self.tracking_uri), "shard": str(self.shard), "finished": self.finished})
+
+
+def checkpoint_path(run_dir: Path, experiment_id: str) -> Path:
+    """The directory of an experiment's training checkpoint in a run directory."""
+    return Path(run_dir) / "checkpoints" / experiment_id.replace("/", "_")
 
 
 def new(out_root: Path, suite_name: str, shard: Shard | None = None) -> RunDir:
@@ -127,18 +134,70 @@ def recorded_state(path: Path) -> dict:
         return {}
 
 
-def check_out_root(out: Path) -> None:
-    """`--out` must be a directory this process can write, or creatable as one: checked before
-    anything is created."""
+# A directory holding one of these files is a run (or a launch): no command's --out is one, or lies in one.
+RUN_MARKERS = ("state.json", "merge.json", "launch.json", "results.parquet", "results.csv", "tracking.jsonl")
+OUT_KINDS = {"root": "a results root, which gets a new run directory <suite>/<UTC time>-<id>",
+             "run": "a results root, which gets a new run directory <suite>/<UTC time>-merged-<id>, or a new path",
+             "file": "the file to write", "dir": "the directory to write into"}
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / m).is_file() for m in RUN_MARKERS)
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run directory `path` is or lies in (the nearest), or None. A launch's own shard roots
+    (<launch>/shards/<i>) are not counted as lying in the launch: the launcher writes them there."""
+    path = path.absolute()
+    for p in (path, *path.parents):
+        if is_run_dir(p):
+            inside = path.relative_to(p).parts
+            if (p / "launch.json").is_file() and inside[:1] == ("shards",) and len(inside) >= 2:
+                return None
+            return p
+    return None
+
+
+def check_out(out: Path, makes: str = "root", flag: str = "--out", example: str = "results/") -> None:
+    """The one rule for every command's output path, checked before anything is created: `out` is
+    `makes` (OUT_KINDS: a results root that gets a new run directory, a new path, a file, a
+    directory); never a run directory or a path inside one (which it would overwrite, or hide from
+    report/dashboard/merge), nor a suite directory taken for a results root (its runs would land a
+    level too deep for report); never a file where a directory is meant, nor a directory where a file
+    is; its nearest existing ancestor a directory this process can write. A UserError (exit 2) names
+    the flag and what is valid."""
     import os
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file, not a directory; give a results directory (default: results/)")
-    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    want = f"give {OUT_KINDS[makes]} (e.g. {example})"
+    if makes == "file":
+        if out.is_dir():
+            raise UserError(f"{flag} {out}: is a directory; {flag} names {OUT_KINDS['file']}, e.g. {out / example}")
+        if out.exists() and not out.is_file():
+            raise UserError(f"{flag} {out}: exists and is not a regular file; {want}")
+    elif out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out}: is a file, not a directory; {want}")
+    run = enclosing_run(out)
+    if run is not None and run == out.absolute():
+        marker = next(m for m in RUN_MARKERS if (run / m).is_file())
+        raise UserError(f"{flag} {out}: is a run directory (it holds {marker}), and no command writes into one; {want}")
+    if run is not None:
+        raise UserError(f"{flag} {out}: is inside the run directory {run}; write outside any run directory: {want}")
+    if makes in ("root", "run") and out.is_dir():
+        runs = sorted(c.name for c in out.iterdir() if is_run_dir(c))
+        if runs:
+            raise UserError(f"{flag} {out}: is a suite directory (it holds the run directory {runs[0]}), not a results "
+                            f"root; give the results root above it ({out.absolute().parent}) or a new path")
+    above = out.absolute().parents if makes == "file" else (out, *out.absolute().parents)  # a file may be replaced
+    existing = next((p for p in above if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise UserError(f"--out {out}: {existing} is a file, not a directory; give a results directory")
+        raise UserError(f"{flag} {out}: {existing} is a file, not a directory; {want}")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {existing} is not writable by this user; choose another --out")
+        raise UserError(f"{flag} {out}: {existing} is not writable by this user; choose another {flag}")
+
+
+def check_out_root(out: Path) -> None:
+    """`--out` of run, reproduce, launch, sync and check: a results root (check_out)."""
+    check_out(out, "root")
 
 
 def resumed_store(path: Path, tracking: bool) -> str | None:

@@ -69,7 +69,8 @@ def run_suite(suite, *, device: str, out_root: Path, tracker, fail_fast: bool = 
 
     t_start = time.perf_counter()
     here = distributed.world()
-    env = envinfo.collect() | {"device": device, "argv": argv or [], "load_avg_start": _load_avg(), "started_at": _now()}
+    env = envinfo.collect() | {"device": device, "world_size": here.size, "argv": argv or [], "load_avg_start": _load_avg(),
+                               "started_at": _now()}  # device, world size, threads: what --resume checks (run/resume.py)
     if reproduces:
         env["reproduces"] = reproduces
     run, rows, steps = None, [], []
@@ -135,6 +136,7 @@ def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
     interrupt.clear()
     if not isinstance(tracker, journal.Journal):  # nothing was started: nothing to close
         return
+    write_error = None
     with interrupt.deferred(reraise=False):
         try:
             if isinstance(e, distributed.RankFailed) and e.row is not None:  # the task that stopped the run
@@ -144,11 +146,14 @@ def _abort(e: BaseException, run, rows, steps, env, tracker) -> None:
             if run is not None and run.path.is_dir():
                 _write(run, rows, steps, env)
         except Exception as w:  # noqa: BLE001 - e.g. the disk is full: still close the runs below
-            print(f"warning: could not write the results of {run.path}: {type(w).__name__}: {w}", file=sys.stderr)
+            write_error = w
+            if run is None or not run.path.is_dir():
+                print(f"warning: could not write the results: {type(w).__name__}: {w}", file=sys.stderr)
         finally:
-            tracker.close()
+            tracker.close()  # never raises: what it could not end is in .close_error (MlflowTracker: .unclosed)
     if run is not None and run.path.is_dir():
         e.run_dir, e.rows = run.path, len(run.with_kept(rows))
+        e.written, e.write_error, e.journal_error = _written(run, rows, steps), write_error, tracker.close_error
 
 
 def _run_all(suite, device, base, tracker, rows, steps, run, fail_fast, data, keep_checkpoints) -> None:
@@ -264,18 +269,32 @@ def _load_avg() -> list[float] | None:
         return None
 
 
+WRITTEN = ("results", "steps", "report")  # what _write writes, in order
+
+
 def _write(run, rows, steps, env) -> None:
     """results, steps.csv, report.md and report.html, and the load average and time at the end into
-    env.json (a resumed run keeps its first start: the report's wall time spans the interruption)."""
+    env.json (a resumed run keeps its first start: the report's wall time spans the interruption).
+    Each of WRITTEN, once on disk (atomically), is noted in `run.on_disk` with what it holds."""
     if not run.writer:
         return
     saved = run.path / "env.json"
     env = (json.loads(saved.read_text()) if saved.is_file() else env) | {"load_avg_end": _load_avg(),
                                                                          "finished_at": _now()}
     results.atomic_write_json(saved, env)
+    held = (len(run.with_kept(rows)), len(steps))
     df = results.save(run.with_kept(rows), run.path)
+    run.on_disk["results"] = held
     _save_steps(run.path, steps)
+    run.on_disk["steps"] = held
     report.write_reports(run.path, df, env, steps)  # last: it embeds the plots written before it
+    run.on_disk["report"] = held
+
+
+def _written(run, rows, steps) -> tuple[str, ...]:
+    """Which of WRITTEN are on disk with every finished row and step (an earlier write may hold them)."""
+    held = (len(run.with_kept(rows)), len(steps))
+    return tuple(w for w in WRITTEN if run.on_disk.get(w) == held)
 
 
 def _now() -> str:

@@ -32,7 +32,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from harness.core.errors import UserError
-from harness.run import interrupt, results
+from harness.run import interrupt, journal, results
 from harness.scale import merge as merging
 from harness.scale.launchers.base import ENDED, ShardJob, get_launcher
 from harness.scale.progress import Display, rows_done
@@ -192,7 +192,13 @@ def resume(launch_dir: Path, tracking_uri: str | None = None) -> int:
         elif job.get("handle") and launcher.state(job["handle"]) in ("pending", "running"):
             job["state"] = "running"  # still going (the launching process died, the shard did not): watch it
         else:
+            _close_if_dead(job, suite.name)  # gone while no launcher watched it
             todo.append(job["index"])
+    from harness.run import resume as resumed
+
+    for i in todo:  # what each unfinished shard was made under, before anything is submitted
+        if (run_dir := _run_dir(jobs[i], suite.name)) is not None:
+            resumed.check_shard(run_dir, i, launch_dir, local=state["launcher"] == "local")
     kept = len(jobs) - len(todo)
     print(f"launch --resume {launch_dir}: resubmitting {len(todo)} shard(s) "
           f"({', '.join(str(i) for i in todo) or 'none'}); {kept} finished or still running", file=sys.stderr)
@@ -227,7 +233,17 @@ def _run(launch_dir: Path, state: dict, launcher, suite, todo: list[int], uri: s
         raise interrupt.as_interrupted(e)
     finally:
         launcher.close()
-    return _finish(launch_dir, state, suite.name, uri)
+    try:
+        return _finish(launch_dir, state, suite.name, uri)
+    except KeyboardInterrupt as e:  # the shards have ended: only the merge or the sync was cut short
+        with interrupt.deferred(reraise=False):
+            state["status"] = "interrupted"
+            _save(launch_dir, state)
+        synced = "; MLflow runs the sync had opened ended KILLED" if uri else ""
+        print(f"interrupted while merging{' and syncing' if uri else ''} the shards (every shard had ended{synced}). "
+              f"Finish with:\n"
+              f"  python -m harness launch --resume {shlex.quote(str(launch_dir))}", file=sys.stderr)
+        raise interrupt.as_interrupted(e)
 
 
 def _watch(launch_dir: Path, state: dict, launcher, suite_name: str, totals: list[int]) -> None:
@@ -237,8 +253,11 @@ def _watch(launch_dir: Path, state: dict, launcher, suite_name: str, totals: lis
             lines = []
             for job in state["jobs"]:
                 if job["state"] != "finished":
+                    before = job["state"]
                     job["state"] = launcher.state(job["handle"]) if job.get("handle") else "unknown"
                     job["exit_code"] = getattr(launcher, "exit_code", lambda h: None)(job["handle"])
+                    if job["state"] in ENDED and before not in ENDED:
+                        _close_if_dead(job, suite_name)
                 lines.append((f"{job['index']}/{state['shards']}", job["state"],
                               rows_done(_run_dir(job, suite_name)), totals[job["index"]],
                               str(Path(job["log"]).relative_to(launch_dir))))
@@ -249,6 +268,18 @@ def _watch(launch_dir: Path, state: dict, launcher, suite_name: str, totals: lis
             time.sleep(POLL_S)
     finally:
         display.close()
+
+
+def _close_if_dead(job: dict, suite_name: str) -> None:
+    """A shard whose process is gone without finishing (killed outright: no `close` in its journal):
+    its open runs are closed in its journal for it, so the sync ends them KILLED, not RUNNING."""
+    run_dir = _run_dir(job, suite_name)
+    try:
+        if run_dir is None or merging.read_shard(run_dir).finished:
+            return
+    except UserError:  # damaged: the merge names it
+        return
+    journal.close_dead(run_dir)
 
 
 def _cancel(launch_dir: Path, state: dict, launcher) -> None:

@@ -8,15 +8,17 @@ Everything a suite can get wrong is found here, before anything runs, and report
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.core.errors import UserError
 from harness.core.kinds import KINDS, NAME_PATTERN, SpecBase, pydantic_problems
@@ -31,6 +33,8 @@ MAX_ERRORS_SHOWN = 8
 # is MLflow child runs, so 1,000 is already hours to days of work and a thousand-run MLflow view.
 # Loading 1,000 takes about a second; a larger study is deliberate (--max-experiments N).
 MAX_EXPERIMENTS = 1_000
+NOTE_LIMIT = 2000  # characters of a suite's note
+NOTE_MARK = re.compile(r"^\(written for the suite as declared; this run changed it with [^)]*\) ")
 SEED_LIMIT = 2**63  # seeds are stored in an Int64 results column (and torch takes 64 bits)
 
 
@@ -50,12 +54,19 @@ class _SuiteFile(BaseModel):
 
     suite: str = Field(pattern=NAME_PATTERN, max_length=80)
     description: str = ""
-    note: str = Field("", max_length=2000)  # shown in the run's report headline and at the end of `run`
+    note: str = ""  # shown in the run's report headline and at the end of `run`; at most NOTE_LIMIT
     defaults: dict[str, Any] = {}
     experiments: list[dict[str, Any]] = Field(min_length=1)
     matrix: dict[str, list[Any]] = {}
     overrides: list[str] = []  # KEY=VALUE / NAME.KEY=VALUE, applied like --set (harness.suite.overrides)
     source: str = ""  # a run's resolved suite.yaml: the file it was resolved from (informational)
+
+    @field_validator("note")
+    @classmethod
+    def _note_length(cls, note: str) -> str:  # the mark a run adds (_marked_note) is not counted
+        if len(NOTE_MARK.sub("", note)) > NOTE_LIMIT:
+            raise ValueError(f"String should have at most {NOTE_LIMIT} characters (got {len(note):,})")
+        return note
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,11 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     problems = _check_names(top) + _check_keys(top) + _check_ids(top)
     changes, used = _overrides(path, top, overrides, seed, problems), set()
     names = [str(e.get("name", "")) for e in top.experiments]
-    chosen = set(names) if not select else select_names(select, names)
+    try:
+        chosen = set(names) if not select else select_names(select, names)
+    except UserError as e:  # the expression does not parse, or a term matches no name
+        raise UserError(f"{path}: {e}") from None
+    problems += _unselected(top, changes, chosen, select)
     experiments: list[Experiment] = []
     too_many = _check_count(top, chosen, changes, max_experiments)
     if too_many:  # nothing is expanded: report it with the file-level problems found so far
@@ -145,11 +160,24 @@ def load_suite(path: str | Path, *, seed: int | None = None, select: str | None 
     experiments = list({(e.id, e.spec_hash): e for e in experiments}.values())  # --seed on a resolved seed axis
     if problems:
         raise SuiteError(path, _dedupe(problems))
-    if not experiments:
+    if not experiments:  # every term matched, the expression none (-k 'a and b')
         names = ", ".join(str(e.get("name")) for e in top.experiments)
-        raise UserError(f"{path}: -k {select!r} selects no experiment (names: {names})")
-    return Suite(path, top.suite, top.description, experiments,
-                 tuple(dict.fromkeys(o.text for o in changes if id(o) in used)), note=top.note)
+        raise UserError(f"{path}: -k {select!r} selects no experiment: its terms match names, the expression "
+                        f"none (names: {names})")
+    applied = [o for o in changes if id(o) in used]
+    return Suite(path, top.suite, top.description, experiments, tuple(dict.fromkeys(o.text for o in applied)),
+                 note=_marked_note(top.note, applied))
+
+
+def _marked_note(note: str, applied: list[steer.Override]) -> str:
+    """The suite's note, marked when --set changed the suite it was written for ("on 512 images for 2
+    epochs" is not true of a run with --set epochs=30): kept rather than dropped, since the rest of
+    it (how to read the numbers, what to run instead) usually still holds. --seed changes no size and
+    leaves it alone. Marked once: a run's suite.yaml keeps the mark, and --set on it again renews it."""
+    if not note or not any(o.layer == steer.COMMAND_LINE and not o.sole for o in applied):
+        return note
+    changed = ", ".join(f"--set {o.text}" for o in applied if not o.sole)
+    return f"(written for the suite as declared; this run changed it with {changed}) " + NOTE_MARK.sub("", note)
 
 
 def _overrides(path: Path, top: _SuiteFile, given: list[str] | None, seed: int | None,
@@ -164,6 +192,29 @@ def _overrides(path: Path, top: _SuiteFile, given: list[str] | None, seed: int |
     if bad or bad_cli or bad_names:
         raise SuiteError(path, problems + bad + bad_cli + bad_names)
     return changes
+
+
+def _unselected(top: _SuiteFile, changes: list[steer.Override], chosen: set[str],
+                select: str | None) -> list[tuple[str, str]]:
+    """A command-line override that -k makes a no-op, named: NAME.KEY of an experiment -k leaves
+    out, or KEY that no selected experiment has. (The file's own overrides may name experiments
+    a selection leaves out: a run's suite.yaml records the overrides of the whole suite.)"""
+    if not select:
+        return []
+    fields = {str(e.get("name", "")): KINDS.get(k).spec.model_fields for e in top.experiments
+              if isinstance(k := e.get("kind"), str) and k in KINDS}
+    kept = ", ".join(n for n in fields if n in chosen)
+    problems = []
+    for o in changes:
+        if o.layer != steer.COMMAND_LINE:
+            continue
+        if o.name is not None and o.name not in chosen:
+            problems.append((o.label, f"experiment {o.name!r} is not selected by -k {select!r} (selected: {kept}), "
+                             f"so this would change nothing; drop it, or select it: -k {shlex.quote(select + ' or ' + o.name)}"))
+        elif o.name is None and not any(o.key in fields.get(n, {}) for n in chosen):
+            problems.append((o.label, f"no experiment selected by -k {select!r} (selected: {kept}) has a field "
+                             f"{o.key!r}, so this would change nothing; drop it"))
+    return problems
 
 
 def _read_yaml(path: Path) -> dict:
@@ -253,8 +304,9 @@ def _check_keys(top: _SuiteFile) -> list[tuple[str, str]]:
     for section in ("defaults", "matrix"):
         for key in getattr(top, section):
             if key not in fields:
-                problems.append((f"{section}.{key}", f"not a field of any experiment in this suite "
-                                 f"(fields: {', '.join(fields)})"))
+                close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+                problems.append((f"{section}.{key}", "not a field of any experiment in this suite"
+                                 + (f"; did you mean {close[0]!r}?" if close else f" (fields: {', '.join(fields)})")))
     for key, values in top.matrix.items():
         if not values:
             problems.append((f"matrix.{key}", "an axis needs at least one value"))

@@ -3,12 +3,16 @@
     find_suite("smoke")                      # Path("suites/smoke.yaml"), else the repository's suites/smoke.yaml
     select_names("res*", ["lenet", "resnet18"])   # {"resnet18"}
 
-`-k PATTERN` (select_names): an experiment named exactly PATTERN alone, if there is one; else, when
-PATTERN has a glob character (* ? [), every name the glob matches whole (fnmatch, case-sensitive);
-else every name containing PATTERN. Names are the suites' `name:`s (a matrix's points share theirs).
+`-k EXPRESSION` (select_names) is pytest's -k grammar: terms joined by `or`, `and`, `not` and
+parentheses (`-k 'lenet or res*'`, `-k 'res* and not resnext'`). A term selects the experiment
+named exactly that alone, if there is one; else, when it has a glob character (* ? [), every name
+the glob matches whole (fnmatch, case-sensitive); else every name containing it. A term that
+matches no name is refused with the closest name (a typo would otherwise drop an experiment
+silently). Names are the suites' `name:`s (a matrix's points share theirs).
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from pathlib import Path
@@ -52,10 +56,97 @@ def find_suite(arg: Path | str) -> Path:
                     f"(looked in {where}); give a suite file's path or one of these names")
 
 
-def select_names(pattern: str, names: list[str]) -> set[str]:
-    """The names `-k PATTERN` keeps (the rule is in the module docstring)."""
-    if pattern in names:
-        return {pattern}
-    if any(c in pattern for c in GLOB_CHARS):
-        return {n for n in names if fnmatch.fnmatchcase(n, pattern)}
-    return {n for n in names if pattern in n}
+def select_names(expression: str, names: list[str]) -> set[str]:
+    """The names `-k EXPRESSION` keeps (the grammar is in the module docstring); UserError for an
+    expression that does not parse or a term that matches no name, naming it."""
+    return _Parser(expression, names).parse()
+
+
+def term_names(term: str, names: list[str]) -> set[str]:
+    """The names one term selects: the exact name alone, else a whole-name glob, else a substring."""
+    if term in names:
+        return {term}
+    if any(c in term for c in GLOB_CHARS):
+        return {n for n in names if fnmatch.fnmatchcase(n, term)}
+    return {n for n in names if term in n}
+
+
+KEYWORDS = ("or", "and", "not")
+TOKEN = re.compile(r"\s*(?:(\()|(\))|([^\s()]+))")
+GRAMMAR = "terms joined by or, and, not and parentheses, e.g. -k 'lenet or res*', -k 'res* and not resnext'"
+
+
+class _Parser:
+    """Recursive descent over: expr = and ('or' and)*; and = not ('and' not)*;
+    not = 'not' not | '(' expr ')' | TERM."""
+
+    def __init__(self, expression: str, names: list[str]):
+        self.text, self.names = expression, names
+        self.tokens: list[tuple[str, int]] = []  # (token, column)
+        pos = 0
+        while expression[pos:].strip():
+            m = TOKEN.match(expression, pos)
+            self.tokens.append((m.group(m.lastindex), m.start(m.lastindex) + 1))
+            pos = m.end()
+        self.i = 0
+
+    def parse(self) -> set[str]:
+        if not self.tokens:
+            raise self._error("is empty; give " + GRAMMAR)
+        chosen = self._or()
+        if self.i < len(self.tokens):
+            token, col = self.tokens[self.i]
+            raise self._error(f"unexpected {token!r} at column {col}; " + GRAMMAR)
+        return chosen
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.i][0] if self.i < len(self.tokens) else None
+
+    def _or(self) -> set[str]:
+        chosen = self._and()
+        while self._peek() == "or":
+            self.i += 1
+            chosen = chosen | self._and()
+        return chosen
+
+    def _and(self) -> set[str]:
+        chosen = self._not()
+        while self._peek() == "and":
+            self.i += 1
+            chosen = chosen & self._not()
+        return chosen
+
+    def _not(self) -> set[str]:
+        token = self._peek()
+        if token is None:
+            after = f" after {self.tokens[-1][0]!r}" if self.tokens else ""
+            raise self._error(f"expected a name or '('{after} at the end; " + GRAMMAR)
+        col = self.tokens[self.i][1]
+        self.i += 1
+        if token == "not":
+            return set(self.names) - self._not()
+        if token == "(":
+            chosen = self._or()
+            if self._peek() != ")":
+                raise self._error(f"the '(' at column {col} is not closed; " + GRAMMAR)
+            self.i += 1
+            return chosen
+        if token == ")" or token in KEYWORDS:
+            raise self._error(f"expected a name or '(' at column {col}, got {token!r}; " + GRAMMAR)
+        chosen = term_names(token, self.names)
+        if not chosen:
+            raise UserError(no_match(self.text, token, self.names))
+        return chosen
+
+    def _error(self, message: str) -> UserError:
+        return UserError(f"-k {self.text!r}: {message}")
+
+
+def no_match(expression: str, term: str, names: list[str]) -> str:
+    """`-k 'lenett' selects no experiment (names: ...); did you mean 'lenet'?` (the term named
+    when it is one of several)."""
+    known = list(dict.fromkeys(names))
+    close = difflib.get_close_matches(term, known, n=1, cutoff=0.6)
+    which = "" if term == expression.strip() else f": {term!r}"
+    return (f"-k {expression!r}{which} selects no experiment (names: {', '.join(known)})"
+            + (f"; did you mean {close[0]!r}?" if close else ""))

@@ -15,6 +15,8 @@ The rules:
   that were applied there, so loading it again changes nothing), then the command line's, which
   wins; `--seed N` is the command line's `seed=N`, and refuses any other `seed` override beside it.
 - A problem is named by its flag (`--set lenet.lr=-1`), in place of the field's location.
+- With -k, a command-line override that changes no selected experiment is refused (the loader's
+  `_unselected`): it would otherwise be silently unused.
 """
 from __future__ import annotations
 

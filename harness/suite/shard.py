@@ -22,7 +22,9 @@ from typing import Mapping, Sequence, TypeVar
 from harness.core.errors import UserError
 
 T = TypeVar("T")
-PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+# ASCII digits only: \d alone also matches other scripts' digits ('１/２' would be shard 1 of 2)
+PATTERN = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", re.ASCII)
+INTEGER = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)  # a Slurm variable: int() alone takes '１', '1_0', '+1'
 SLURM_ID, SLURM_COUNT = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"
 
 
@@ -57,7 +59,8 @@ def parse_shard(text: str, environ: Mapping[str, str], flag: str = "--shard") ->
         return _from_slurm(environ, flag)
     m = PATTERN.fullmatch(text)
     if not m:
-        raise UserError(f"{flag} {text}: not a shard; {VALID}")
+        digits = "; I and N are written in ASCII digits 0-9" if any(c.isdigit() and not c.isascii() for c in text) else ""
+        raise UserError(f"{flag} {text}: not a shard{digits}; {VALID}")
     index, count = int(m[1]), int(m[2])
     if count < 1:
         raise UserError(f"{flag} {text}: the number of shards N must be at least 1; {VALID}")
@@ -76,10 +79,9 @@ def _from_slurm(environ: Mapping[str, str], flag: str) -> Shard:
             raise UserError(f"{flag} auto: ${name} is not set; auto takes the shard from a Slurm job array "
                             f"(sbatch --array=0-3 ...), which sets {SLURM_ID} and {SLURM_COUNT}; "
                             f"outside one, give --shard I/N")
-        try:
-            values[name] = int(raw)
-        except ValueError:
-            raise UserError(f"{flag} auto: ${name}={raw!r} is not an integer") from None
+        if not INTEGER.fullmatch(raw):
+            raise UserError(f"{flag} auto: ${name}={raw!r} is not an integer (ASCII digits)")
+        values[name] = int(raw)
     task, count = values[SLURM_ID], values[SLURM_COUNT]
     first, step = values["SLURM_ARRAY_TASK_MIN"], max(1, values["SLURM_ARRAY_TASK_STEP"])
     index, rest = divmod(task - first, step)

@@ -7,7 +7,8 @@ store created safely.
 - **SQLite** (`run`'s default store, `<results root>/mlflow.db`): a new store is created under an
   exclusive lock (`.mlflow.db.lock` beside it), migrated in a temp file and renamed into place, so
   several `run`s started at once into a fresh results root all find one complete store, and a kill
-  during creation leaves only a temp file (removed by the next creator), never a half-migrated store
+  during creation leaves only a temp file and SQLite's journal of it (removed by the next command that
+  opens the store, unless a creator holds the lock), never a half-migrated store
   that every later command fails on. A path that is a directory, a file that is not an SQLite
   database, or a database MLflow cannot open (damaged, another schema) is a UserError naming the
   file and how to recover.
@@ -101,6 +102,7 @@ def _sqlite(uri: str, path: Path, create: bool, flag: str) -> None:
                 raise UserError(f"MLflow store {path}: not an SQLite database (damaged, or another file); {recover}")
         _check_mlflow_tables(path, recover)
         _check_opens(uri, str(path), flag, recover)
+        _clear_stale(path)
         return
     if not create:
         raise UserError(f"MLflow store {path}: does not exist; check {flag} (or --out)")
@@ -141,14 +143,40 @@ def _create_sqlite(path: Path, flag: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the process dies, even on kill -9
         if path.exists() and path.stat().st_size > 0:  # another process made it while we waited
             return
-        for stale in parent.glob(f".{path.name}.*.creating"):  # left by a creator that was killed
-            stale.unlink(missing_ok=True)
+        _remove_stale(path)  # under the lock: no creator is at work
         tmp = parent / f".{path.name}.{os.getpid()}.creating"
         try:
             _check_opens(f"sqlite:///{tmp.resolve()}", str(path), flag)  # runs MLflow's migrations
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _stale(path: Path) -> list[Path]:
+    """What creators killed while making the store left beside it: the temp store and SQLite's files
+    of it (`.mlflow.db.<pid>.creating`, `-journal`, `-wal`, `-shm`)."""
+    return list(path.parent.glob(f".{path.name}.*.creating*"))
+
+
+def _remove_stale(path: Path) -> None:
+    for stale in _stale(path):
+        stale.unlink(missing_ok=True)
+
+
+def _clear_stale(path: Path) -> None:
+    """A store that exists: remove what killed creators left beside it, if no creator holds the lock
+    (one that is making a store there now, on this machine or another sharing the folder, keeps its
+    files; a pid says nothing across machines, the lock does)."""
+    import fcntl
+
+    if not _stale(path):
+        return
+    try:
+        with open(path.parent / f".{path.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _remove_stale(path)
+    except OSError:  # held (a creator at work), or a folder this process cannot write: left alone
+        pass
 
 
 def _check_opens(uri: str, shown: str, flag: str, recover: str | None = None) -> None:

@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.run import journal, results, rundir
+from harness.run import interrupt, journal, results, rundir
 from harness.core.errors import UserError
 
 
@@ -155,6 +155,15 @@ def sync_run_dir(run_dir: Path, tracker, plan: Plan | None = None) -> SyncOutcom
     directory as `check_run_dir` found it (checked here when not given)."""
     run_dir = Path(run_dir)
     plan = plan or check_run_dir(run_dir)
+    try:
+        return _replay(run_dir, tracker, plan)
+    except BaseException:  # Ctrl-C, SIGTERM, a store that fails: nothing this replay opened stays RUNNING
+        with interrupt.deferred(reraise=False):
+            tracker.close()  # ends them KILLED; syncing again logs the rest (existing unfinished runs)
+        raise
+
+
+def _replay(run_dir: Path, tracker, plan: Plan) -> SyncOutcome:
     records, runs, suite = plan.records, plan.runs, plan.suite
     ids: dict[str, str] = {}  # journal id -> MLflow run id
     skip: set[str] = set()  # journal ids whose MLflow run is already complete
@@ -236,6 +245,7 @@ def sync_paths(paths: list[Path], tracking_uri: str | None, out: Path) -> int:
     synced, and the exit status is 1."""
     import sys
 
+    rundir.check_out(out, "dir", example="results/")  # its mlflow.db and mlartifacts/: never in a run directory
     plans, skipped = [], 0
     for path in map(Path, paths):  # every check before the store is touched
         for run_dir in find_run_dirs([path]):

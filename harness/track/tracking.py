@@ -26,6 +26,15 @@ __all__ = ["MlflowTracker", "default_tracking_uri", "flatten"]
 
 log = logging.getLogger(__name__)
 
+
+def _not_mlflows_caught_error(record: logging.LogRecord) -> bool:
+    """MLflow's SQL store logs each database error with its whole traceback before it raises it to us
+    (a full disk: hundreds of lines per call); the error still reaches the caller, which says it once."""
+    return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_not_mlflows_caught_error)
+
 # Limits from mlflow.utils.validation (mlflow 2.16 - 3.x); a batch past them is rejected whole.
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_METRICS_PER_BATCH = 1000
@@ -119,6 +128,8 @@ class MlflowTracker:
         self.experiment_id = ""
         self.parent_run_id = ""
         self._open: list[str] = []  # in start order; close() ends children before the parent
+        self.unclosed: list[str] = []  # runs close() could not end (the store cannot be written)
+        self.close_error: Exception | None = None
 
     def start(self, suite: str, run_name: str, params: dict, tags: dict, at_ms: int | None = None) -> str:
         """Get or create the suite's experiment, open the parent run, log params and tags.
@@ -223,8 +234,10 @@ class MlflowTracker:
         for run_id in reversed(list(self._open)):
             try:
                 self.end(run_id, "KILLED")
-            except Exception:  # noqa: BLE001 - cleanup must reach every run
-                log.warning("could not mark MLflow run %s as KILLED", run_id, exc_info=True)
+            except Exception as e:  # noqa: BLE001 - cleanup must reach every run; the caller says which failed
+                log.debug("could not mark MLflow run %s as KILLED", run_id, exc_info=True)
+                self.unclosed.append(run_id)
+                self.close_error = e
                 self._open.remove(run_id)
 
     def find_run(self, suite: str, name: str, parent_run_id: str | None = None):

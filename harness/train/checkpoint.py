@@ -3,7 +3,8 @@
 A checkpoint holds everything a resumed run needs to end bitwise-equal to an uninterrupted one:
 model and optimiser state, completed epochs, the per-epoch history, and every RNG state (Python,
 NumPy, torch CPU and CUDA: dropout draws from them). Batch order needs no state: each epoch's
-permutation is derived from (seed, epoch). Only plain containers, numbers, strings and tensors
+permutation is derived from (seed, epoch). It also records the digest of the data it was trained on, which
+`run --resume` checks (harness.run.resume). Only plain containers, numbers, strings and tensors
 are stored, so the file loads with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
@@ -22,11 +23,17 @@ _KEYS = ("model", "optimizer", "epoch", "history", "spec_hash", "elapsed_s", "rn
 
 
 def save(directory: Path, *, model, optimizer, epoch: int, history: list[dict], spec_hash: str,
-         elapsed_s: float, batches: list[tuple[int, float, float]] = ()) -> Path:
+         elapsed_s: float, batches: list[tuple[int, float, float]] = (),
+         epoch_fingerprints: list[str | None] = (), data_digest: str = "") -> Path:
     """`batches`: the sampled per-batch losses so far, (global batch, fractional epoch, loss), so that
-    a resumed run's steps and plots hold them too (optional: older checkpoints have none)."""
+    a resumed run's steps and plots hold them too; `epoch_fingerprints`: the fingerprint after each
+    epoch so far (None where unknown), so that a resumed run's row holds every epoch's (both optional:
+    older checkpoints have none). `data_digest`: the digest of the data it was trained on, which
+    `--resume` checks (run/resume.py)."""
     state = {
+        "data_digest": data_digest,
         "batches": [list(b) for b in batches],
+        "epoch_fingerprints": list(epoch_fingerprints),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,  # epochs completed

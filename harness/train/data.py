@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -74,11 +75,38 @@ def _missing_error(data_dir: Path, missing: list[str], cause: BaseException | No
     expected = "\n".join(f"  {raw / f}.gz" for f in FILES)
     why = f"\nDownload failed: {cause}" if cause is not None else ""
     return UserError(
-        f"Fashion-MNIST not found in {raw} (missing: {', '.join(missing)}).{why}\n"
+        f"Fashion-MNIST not found in {raw} (missing: {', '.join(missing)}).{why}\n{_nearby_hint(data_dir)}"
         f"Expected these four files:\n{expected}\n"
         "To fix: pass --data-dir DIR (or set HARNESS_DATA_DIR=DIR) for a DIR that holds FashionMNIST/raw/; "
         "or copy the four files from a machine that has them to the paths above; "
         "or run once with --download on a machine with internet access.")
+
+
+def _has_files(folder: Path) -> bool:
+    return all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in FILES)
+
+
+NEARBY_CHILDREN = 200  # subdirectories of the data directory looked into for a hint, at most
+
+
+def _nearby_hint(data_dir: Path) -> str:
+    """A line naming the directory to pass when the four files are one or two levels off: a data
+    directory given as DIR/FashionMNIST or DIR/FashionMNIST/raw (too deep), one whose subdirectory
+    holds FashionMNIST/raw/ (too shallow), or the files lying in the directory itself."""
+    try:
+        here = data_dir.expanduser().absolute()
+        children = sorted(p for p in itertools.islice(here.iterdir(), NEARBY_CHILDREN) if p.is_dir()) \
+            if here.is_dir() else []
+        for candidate in (here.parent, here.parent.parent, *children):
+            if candidate != here and _has_files(_raw(candidate)):
+                return (f"The files are in {_raw(candidate)}: pass --data-dir {candidate} (or set "
+                        f"HARNESS_DATA_DIR={candidate}), the directory that holds FashionMNIST/raw/.\n")
+        if _has_files(here):
+            return (f"The files are in {here} itself; the data directory holds them in FashionMNIST/raw/: "
+                    f"move them to {_raw(here)}.\n")
+    except OSError:  # an unreadable directory on the way: no hint
+        pass
+    return ""
 
 
 def dataset_root(dataset: str, data_dir: str | Path | None) -> Path:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.core.kinds import Kind, SpecBase, register_kind
+from harness.core.kinds import Float, Int, Kind, SpecBase, register_kind
 from harness.core.registry import unknown_name_message
 from harness.train.datasets import SHIPPED
 from harness.train.estimate import estimate_train
@@ -23,14 +23,14 @@ class TrainSpec(SpecBase):
     # fashion_mnist: the full set from the data directory; fashion_mnist_sample: 2,000 + 1,000 examples
     # shipped in the package (harness.train.datasets)
     dataset: Literal["fashion_mnist", "fashion_mnist_sample"] = "fashion_mnist"
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: Int = Field(128, ge=1)
+    epochs: Int = Field(10, ge=1, le=10_000)
     optimizer: Literal["sgd"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    resize: tuple[int, int] | None = None  # (h, w) on the device per batch; None: 28x28
-    train_limit: int | None = Field(None, ge=1)  # first N training images (smoke runs)
-    val_limit: int | None = Field(None, ge=1)  # first N validation images
-    target_accuracy: float | None = Field(None, gt=0, le=1)  # time_to_target_s is measured to it
+    lr: Float = Field(0.1, gt=0)
+    resize: tuple[Int, Int] | None = None  # (h, w) on the device per batch; None: 28x28
+    train_limit: Int | None = Field(None, ge=1)  # first N training images (smoke runs)
+    val_limit: Int | None = Field(None, ge=1)  # first N validation images
+    target_accuracy: Float | None = Field(None, gt=0, le=1)  # time_to_target_s is measured to it
     # under torchrun: batch norms normalise over the global batch (SyncBatchNorm, CUDA/NCCL only);
     # it changes the maths, not determinism (allowed in strict mode); no effect in one process
     sync_batchnorm: bool = False
@@ -88,37 +88,52 @@ _PROBES: dict[tuple, tuple[str | None, str | None, int]] = {}  # one probe per d
 
 
 def check_model(spec: TrainSpec, where: str) -> list[tuple[str, str]]:
-    """Build the model with its model_args and push one batch of the input size through it
-    without computing it (models.probe_model: milliseconds): a bad argument value, or an input
-    the network cannot take, is an input error now rather than a failed row later. The same probe
-    estimates a training step's memory, fp32: the activations every layer keeps for backward, plus
-    weights and gradients. More than this machine's RAM is refused (the host-memory rule; GPU
-    memory is a run-time matter: an out-of-memory row)."""
+    """Bound the model by arithmetic over its arguments first (models.estimate_size: its layers, at
+    most models.MAX_LAYERS, and a training step's memory), so that a model too deep or too large is
+    refused without being built; then build it with its model_args and push one batch of the input
+    size through it without computing it (models.probe_model: milliseconds): a bad argument value,
+    or an input the network cannot take, is an input error now rather than a failed row later. The
+    same probe measures a training step's memory, fp32: the activations every layer keeps for
+    backward, plus weights and gradients. More than this machine's RAM is refused (the host-memory
+    rule; GPU memory is a run-time matter: an out-of-memory row)."""
     from harness.core.envinfo import gib, host_memory_bytes
+    from harness.models import MAX_LAYERS, estimate_size, training_bytes
 
     shape = (spec.batch_size, IN_CHANNELS, *spec.input_size)
     ram = host_memory_bytes()
     size = "x".join(map(str, spec.input_size)) + ("" if spec.resize else " (the default without resize)")
     place = f"{where}.resize" if spec.resize else f"{where}.batch_size"
-    too_big = (f"more than this machine's {gib(ram)} of memory; use a smaller resize or batch_size")
+    args_place = f"{where}.model_args" if spec.model_args else f"{where}.model"
+    too_big = f"more than this machine's {gib(ram)} of memory; use a smaller resize or batch_size"
+
+    def step_too_big(need: int, place: str, params: str = "") -> list[tuple[str, str]]:
+        return [(place, f"a training step of model {spec.model}{params} on batches of {spec.batch_size} at {size} "
+                 f"needs about {gib(need)} (activations kept for backward, weights and gradients, fp32), "
+                 + (too_big.replace("resize or batch_size", "resize, batch_size or model_args") if params else too_big))]
+
     if BYTES * math.prod(shape) > ram:  # the batch alone: refused before the model is even built
         return [(place, f"one batch of {spec.batch_size} images at {size} needs {gib(BYTES * math.prod(shape))}, "
                  + too_big)]
+    estimate = estimate_size(spec.model, shape, **spec.model_args)  # None: no declared size, or bad arguments
+    if estimate is not None and estimate.layers > MAX_LAYERS:
+        return [(args_place, f"model {spec.model} with model_args {json.dumps(spec.model_args, default=repr)} has "
+                 f"{estimate.layers:,} layers (convolutions and linear layers), more than the {MAX_LAYERS:,} a "
+                 f"suite may build (the deepest registered here, resnext, has 29)")]
+    if estimate is not None and training_bytes(estimate, shape, BYTES) > ram:
+        return step_too_big(training_bytes(estimate, shape, BYTES), args_place if spec.model_args else place,
+                            f" ({estimate.params:,} parameters)" if spec.model_args else "")
     key = (spec.model, json.dumps(spec.model_args, sort_keys=True, default=repr), shape)
     if key not in _PROBES:
         _PROBES[key] = _probe(spec, shape)
     build_error, forward_error, need = _PROBES[key]
     if build_error:
-        return [(f"{where}.model_args" if spec.model_args else f"{where}.model",
-                 f"model {spec.model} cannot be built with model_args "
+        return [(args_place, f"model {spec.model} cannot be built with model_args "
                  f"{json.dumps(spec.model_args, default=repr)}: {build_error}")]
     if forward_error:
         return [(f"{where}.resize", f"model {spec.model} cannot take {size} images in batches of "
                  f"{spec.batch_size}: {forward_error}")]
     if need > ram:
-        return [(place, f"a training step of model {spec.model} on batches of {spec.batch_size} at {size} "
-                 f"needs about {gib(need)} (activations kept for backward, weights and gradients, fp32), "
-                 + too_big)]
+        return step_too_big(need, place)
     return []
 
 

@@ -89,10 +89,13 @@ def train(exp, device, ctx) -> dict:
     model = ddp.wrap(model, spec, world)  # under torchrun: DistributedDataParallel (harness.train.ddp)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
     history, start, elapsed, batches = [], 0, 0.0, []  # batches: the sampled per-batch loss (at, epoch, loss)
+    prints = []  # the fingerprint after each epoch (`reproduce --epochs N` compares the N-th)
     if ctx.resume is not None:  # every process loads the same checkpoint
         checkpoint.restore(ctx.resume, model=ddp.unwrap(model), optimizer=optimizer)
         history, start, elapsed = list(ctx.resume["history"]), ctx.resume["epoch"], ctx.resume["elapsed_s"]
         batches = [tuple(b) for b in ctx.resume.get("batches", [])]
+        prints = list(ctx.resume.get("epoch_fingerprints", []))[:start]  # older checkpoints: none
+        prints = [None] * (start - len(prints)) + prints
         for i, metrics in enumerate(history):  # into steps.csv; MLflow has them from the first run
             ctx.log(metrics, i + 1, tracked=False)
         for at, _, loss in batches:
@@ -109,12 +112,13 @@ def train(exp, device, ctx) -> dict:
                 out["compile_s"] = metrics.pop("compile_s")
             batches += metrics.pop("batch_points")
             history.append(metrics)
+            prints.append(_fingerprint(ddp.unwrap(model), history))  # outside every timed window
             elapsed += metrics["epoch_time_s"]
             diverged = not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss"))
             if not diverged and world.writer:  # saved before the epoch is announced: what is printed is resumable
                 checkpoint.save(ctx.checkpoint_dir, model=ddp.unwrap(model), optimizer=optimizer,
                                 epoch=epoch + 1, history=history, spec_hash=exp.spec_hash, elapsed_s=elapsed,
-                                batches=batches)
+                                batches=batches, epoch_fingerprints=prints, data_digest=data.digest)
             ctx.log(metrics, epoch + 1)
             ctx.unit_done(epoch + 1, metrics["epoch_time_s"])  # the suite's estimate learns from it
             ctx.note(f"  {exp.id} epoch {epoch + 1}/{spec.epochs}: train_loss {metrics['train_loss']:.4f} "
@@ -131,6 +135,8 @@ def train(exp, device, ctx) -> dict:
         ctx.artifact(plots.training_curves(curves, ctx.run_dir / "plots" / f"{exp.id}.png",
                                            title=plots.experiment_title(exp.id, setting, ctx.run_dir.name)))
     out |= _summary(history, spec, elapsed, ddp.unwrap(model))
+    if history:  # the last is the final fingerprint (the same weights and trace)
+        out["epoch_fingerprints"] = json.dumps(prints)
     gpu = envinfo.device_name(str(device)) if device.type == "cuda" else None  # no CPU peaks: no CPU MFU
     per_device = out["images_per_s"] / world.size if out.get("images_per_s") is not None else None
     out |= mfu.utilisation(out["flops"], per_device, gpu, spec.precision)
@@ -273,7 +279,6 @@ def _summary(history: list[dict], spec, elapsed: float, model) -> dict:
     if not history:
         return {}
     last = history[-1]
-    trace = [h[k] for h in history for k in ("train_loss", "train_acc", "val_loss", "val_acc")]
     reached = _time_to_target(history, spec.target_accuracy)
     return {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")} | {
         "best_val_acc": max(h["val_acc"] for h in history),
@@ -281,8 +286,15 @@ def _summary(history: list[dict], spec, elapsed: float, model) -> dict:
         "epoch_time_s": _median([h["epoch_time_s"] for h in history]),
         "train_time_s": elapsed,
         "time_to_target_s": reached,
-        "fingerprint": determinism.fingerprint(model.state_dict().values(), trace),
+        "fingerprint": _fingerprint(model, history),
     }
+
+
+def _fingerprint(model, history: list[dict]) -> str:
+    """sha256 over the weights now and the per-epoch loss/accuracy trace so far (harness.core.determinism):
+    equal iff the training so far was bitwise equal. On CUDA: a device-to-host copy of the weights."""
+    trace = [h[k] for h in history for k in ("train_loss", "train_acc", "val_loss", "val_acc")]
+    return determinism.fingerprint(model.state_dict().values(), trace)
 
 
 def _time_to_target(history: list[dict], target: float | None) -> float | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from harness.core.palette import colour_map
 from harness.views import compare
-from harness.run import results
+from harness.run import results, rundir
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash")  # one per device in a chart
 PATTERNS = ("", "/", ".", "x", "-")
@@ -36,6 +36,7 @@ CURVES = {"train_loss": "training loss", "val_acc": "validation accuracy"}
 
 def build(paths: list[Path], out_dir: Path, suite: str | None = None, since: str | None = None) -> Path:
     """Write out_dir/index.html from the runs under `paths` (results/ by default); returns its path."""
+    rundir.check_out(Path(out_dir), "dir", example="dashboards/site")  # never into a run directory
     df, steps = load(paths, suite, since)
     index = Path(out_dir) / "index.html"
     results.atomic_write_text(index, _page(df, sections(df, steps)))

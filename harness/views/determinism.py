@@ -4,7 +4,7 @@ fingerprints are identical, and what strict mode costs against fast mode.
 - `fingerprints(df, sides)`: per training experiment (its id: name and matrix point) and seed on both
   sides of a comparison (harness.views.compare.pick_sides), the fingerprints of its ok rows
   (sha256 over the final weights and the per-epoch loss/accuracy trace: equal iff bitwise equal)
-  and whether they are identical; a difference names the recorded settings that differ.
+  and whether they are identical, with the recorded settings that differ whatever the verdict.
 - `determinism_cost(df)`: the same network (experiment name without seed, model, epochs, batch, lr,
   input size, device) run in both modes (strict and fast, e.g. suites/training.yaml and
   training-fast.yaml): validation accuracy fast - strict (means over seeds and runs) and the speed
@@ -43,7 +43,7 @@ def fingerprints(df, sides):
         rows.append({"suite": suite, "experiment": exp, "seed": seed, "mode": "/".join(sorted(set(g["determinism"]))),
                      "A": ", ".join(fa), "B": ", ".join(fb),
                      "identical": "yes" if same else "no (varies within a side)" if varies else "no",
-                     "recorded differences": ", ".join(differs) if not same else ""})
+                     "recorded differences": ", ".join(differs)})  # whatever the verdict
     if not rows:
         return None
     out = pd.DataFrame(rows)

@@ -17,8 +17,11 @@ def report_runs(paths, suite: str | None, since: str | None, fmt: str, by: str |
     """`harness report`: the runs (results files under `paths`, or the MLflow store), reported;
     the text itself, or (with `out`) written there and a line saying so."""
     from harness.core.io import atomic_write_text
+    from harness.run.rundir import check_out
     from harness.views import compare
 
+    if out is not None:
+        check_out(out, "file", example=f"report.{fmt}")  # never into a run directory, before anything is read
     if from_mlflow:
         from harness.views.ui import store_uri
 
@@ -150,7 +153,7 @@ def _fingerprint_blocks(f) -> list:
     same = int((f["identical"] == "yes").sum())
     return [("h2", f"Fingerprints by {by}: A = {a} → B = {b}"),
             ("p", f"{same} of {len(f)} training experiments (per seed) bitwise identical (same fingerprint: the final weights "
-                  f"and every epoch's loss and accuracy). A difference lists the recorded settings that differ; "
+                  f"and every epoch's loss and accuracy). Each row lists the recorded settings that differ, whatever the verdict; "
                   f"`python -m harness reproduce RUN` says which apply to one run."),
             ("table", f)]
 

@@ -78,11 +78,19 @@ def _steps(path: Path):
 
 
 def plan(rec: Recorded, only: str | None, epochs: int | None):
-    """The recorded suite, cut to the experiments the run ran (its shard, its -k), --only and --epochs."""
+    """(the recorded suite cut to the experiments the run ran (its shard, its -k), --only and --epochs;
+    the ids of the experiments of its shard it recorded no row of: it did not finish, or --fail-fast)."""
     from harness.suite import load_suite
+    from harness.suite.shard import parse_shard
 
     suite = load_suite(rec.path / "suite.yaml")  # a run's suite.yaml is a valid suite
     ran = set(rec.results["experiment"].dropna())
+    shard = rec.state.get("shard") or rec.env.get("shard") or "0/1"
+    try:
+        mine = parse_shard(str(shard), {}).select(suite.experiments)
+    except UserError:  # a damaged record: judge what the results hold
+        mine = suite.experiments
+    not_run = [e.id for e in mine if e.id not in ran]
     experiments = [e for e in suite.experiments if e.id in ran]
     if not experiments:
         raise UserError(f"{rec.given}: its results name no experiment of its suite.yaml "
@@ -103,7 +111,43 @@ def plan(rec: Recorded, only: str | None, epochs: int | None):
                             + (" (the fewest of its experiments)" if len(trained) > 1 else ""))
         experiments = [replace(e, spec=e.spec.model_copy(update={"epochs": epochs}))
                        if e.spec.kind == "train" else e for e in experiments]
-    return replace(suite, experiments=experiments)
+    return replace(suite, experiments=experiments), not_run
+
+
+def incomplete(rec: Recorded, not_run: list[str], only: str | None) -> tuple[str | None, bool]:
+    """(what to say when the recorded run did not finish or has experiments without a row, else None;
+    whether that fails the reproduction: yes, unless --only restricted it to an experiment it recorded)."""
+    gaps = _merge_gaps(rec.path)
+    unfinished = rec.state.get("finished") is False or bool(gaps)
+    if not unfinished and not not_run:
+        return None, False
+    total = len(rec.results["experiment"].dropna().unique()) + len(not_run)
+    why = (f"the recorded run is a merge of shards, {gaps} (its merge.json)" if gaps else
+           "the recorded run did not finish (its state.json says finished: false)" if unfinished else
+           "the recorded run has no row of some of its experiments" + (
+               " (it stopped at its first failure: --fail-fast)" if "--fail-fast" in rec.env.get("argv", []) else ""))
+    what = (f"{len(not_run)} of its {total} experiment(s) never ran there and are not judged: {', '.join(not_run)}"
+            if not_run else "though it holds a row of every experiment")
+    if only is not None:
+        return f"{why}: {what}; --only {only} restricts this reproduction to an experiment it recorded", False
+    return (f"{why}: {what}; the reproduction fails (exit 1) unless --only EXPERIMENT restricts it to what "
+            f"the run recorded"), True
+
+
+def _merge_gaps(path: Path) -> str:
+    """A merged run's missing and unfinished shards (merge.json, harness.scale.merge), e.g.
+    "1/2 missing"; "" for a run that is no merge, or a merge of every shard, each finished."""
+    try:
+        merged = json.loads((path / "merge.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(merged, dict):
+        return ""
+    runs = merged.get("runs") if isinstance(merged.get("runs"), dict) else {}
+    missing = [str(s) for s in merged["missing"]] if isinstance(merged.get("missing"), list) else []
+    unfinished = [str(s) for s, r in runs.items() if isinstance(r, dict) and r.get("finished") is False]
+    said = [f"{', '.join(names)} {what}" for names, what in ((missing, "missing"), (unfinished, "unfinished")) if names]
+    return "; ".join(said)
 
 
 def checkout_warnings(rec: Recorded) -> list[str]:

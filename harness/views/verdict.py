@@ -1,18 +1,20 @@
 """Did a run reproduce? One verdict per experiment, from the recorded run's files and the new run's.
 
-- training: `bitwise identical` when the fingerprints (sha256 over the final weights and the
+- training: `bitwise identical` only when the fingerprints (sha256 over the weights and the
   per-epoch loss/accuracy trace, harness.core.determinism) are equal; else `equal within tolerance`
   when every per-epoch loss and accuracy (train and validation) is within TOLERANCE_REL of the
-  recorded one (accuracies are counts over the same images: this asks for the same counts); else
-  `different`. Reproducing the first N of E epochs (`reproduce --epochs N`): the run recorded only its
-  final fingerprint, so the epoch-N losses and accuracies are compared instead, bit for bit.
+  recorded one (accuracies are counts over the same images: this asks for the same counts), bit-equal
+  numbers with other weights included; else `different`. Reproducing the first N of E epochs
+  (`reproduce --epochs N`) compares the recorded fingerprint after epoch N (results column
+  `epoch_fingerprints`) and the epoch 1-N numbers (steps.csv); a run recorded before that column
+  gets no weight comparison, so no bitwise verdict.
 - learn_kernel: the learned kernel and its final loss, the same way.
 - kernel timings are measurements, not bitwise results: their verdict says whether every row ran
   as before and how the median times moved (`report` compares timings against their spread).
 
-A verdict other than identical lists the recorded differences that can explain it: the rows'
-settings (seed, determinism mode, data digest, device, threads, commit, ...) and env.json's
-(torch, CUDA, cuDNN, CPU and GPU model, ...).
+Every verdict says what it compared (`compared:` lines) and lists every recorded difference, whatever
+the verdict: the rows' settings (seed, determinism mode, data digest, device, threads, commit, ...) and
+env.json's (torch, CUDA, cuDNN, CPU and GPU model, ...).
 """
 from __future__ import annotations
 
@@ -36,9 +38,10 @@ IDENTICAL, TOLERANT, DIFFERENT = "bitwise identical", "equal within tolerance", 
 class Verdict:
     experiment: str
     mode: str  # strict | fast
-    verdict: str  # IDENTICAL | TOLERANT | DIFFERENT | "timings" | "failed"
+    verdict: str  # IDENTICAL | TOLERANT | DIFFERENT | "not comparable" | "timings" | "<status> as recorded"
     detail: str
-    causes: list[str] = field(default_factory=list)
+    compared: list[str] = field(default_factory=list)  # what was compared, one line each ("weights: ...")
+    causes: list[str] = field(default_factory=list)  # every recorded difference, whatever the verdict
     counted: bool = True  # held to the exit code: a strict training or learn_kernel experiment
     reproduced: bool = False  # bitwise (or its epoch-N equivalent), and every row ran
 
@@ -60,18 +63,31 @@ def judge(old, new, old_steps, new_steps, old_env: dict, new_env: dict) -> list[
         kind = n[0]["kind"]
         v = (_train(exp, o[0], n[0], _trace(old_steps, exp), _trace(new_steps, exp)) if kind == "train"
              else _learned(exp, o[0], n[0]) if kind == "learn_kernel" else _timings(exp, o, n))
-        if v.verdict not in (IDENTICAL, "timings"):  # `--epochs N` is no cause: the runs are compared at epoch N
-            v.causes = [c for c in causes(o[0], n[0], old_env, new_env)
-                        if not (kind == "train" and c.startswith("epochs: ") and n[0]["epochs"] < o[0]["epochs"])]
+        # every recorded difference, whatever the verdict (`--epochs N` is none: compared at epoch N)
+        v.causes = [c for c in causes(o[0], n[0], old_env, new_env)
+                    if not (kind == "train" and c.startswith("epochs: ") and n[0]["epochs"] < o[0]["epochs"])]
         out.append(v)
     return out
 
 
 def _failed(exp: str, o: dict, n: dict) -> Verdict | None:
+    """A row that did not end ok on either side: failed or diverged as recorded (the same status), or
+    different (another status); None when both are ok."""
     if o["status"] == n["status"] == "ok":
         return None
-    said = f"recorded {o['status']}, now {n['status']}" + (f" ({n['error']})" if _has(n.get("error")) else "")
-    return Verdict(exp, n["determinism"], DIFFERENT if o["status"] != n["status"] else "failed", said)
+    now = f" ({n['error']})" if _has(n.get("error")) else ""
+    if o["status"] != n["status"]:
+        return Verdict(exp, n["determinism"], DIFFERENT, f"recorded {o['status']}, now {n['status']}{now}",
+                       ["status: the row's status and error"])
+    same = str(o.get("error")) == str(n.get("error"))
+    detail = (f"{n['status']} again{now}; " + ("the same error as recorded" if same else
+                                                 f"recorded: {o.get('error') if _has(o.get('error')) else '?'}"))
+    compared = ["status: the row's status and error"]
+    if n["status"] == "diverged" and n.get("kind") == "train":  # a diverged training still has its weights
+        compared.append("weights: the fingerprint at the divergence")
+        detail += ("; the weights bitwise identical" if _has(o.get("fingerprint")) and o.get("fingerprint") ==
+                   n.get("fingerprint") else f"; fingerprint {o.get('fingerprint')} -> {n.get('fingerprint')}")
+    return Verdict(exp, n["determinism"], f"{n['status']} as recorded", detail, compared)
 
 
 def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verdict:
@@ -82,33 +98,71 @@ def _train(exp: str, o: dict, n: dict, old_trace: dict, new_trace: dict) -> Verd
         bad.counted = strict
         return bad
     epochs, recorded = int(n["epochs"]), int(o["epochs"])
-    if epochs == recorded and _has(o.get("fingerprint")) and o["fingerprint"] == n["fingerprint"]:
-        return Verdict(exp, mode, IDENTICAL, f"fingerprint {n['fingerprint']}", counted=strict, reproduced=True)
-    if epochs < recorded:  # `reproduce --epochs N`: only the epoch-N numbers are comparable
-        pairs = [(e, k, old_trace.get(e, {}).get(k), new_trace.get(e, {}).get(k))
-                 for e in range(1, epochs + 1) for k in TRACE]
-        if not old_trace or any(a is None for _, _, a, _ in pairs):
-            return Verdict(exp, mode, "not comparable", f"the run recorded no per-epoch metrics for epochs 1-{epochs} "
-                           f"(steps.csv) and only the fingerprint after epoch {recorded}", counted=strict)
-        note = f"fingerprint not comparable: the run recorded only its final one, after epoch {recorded}"
-    else:
-        pairs = [(e, k, old_trace.get(e, {}).get(k), new_trace.get(e, {}).get(k)) for e in sorted(old_trace) for k in TRACE]
-        pairs = [p for p in pairs if p[2] is not None] or [(recorded, k, o.get(k), n.get(k)) for k in TRACE]
-        note = f"fingerprint {o.get('fingerprint')} -> {n.get('fingerprint')}"
+    short = epochs < recorded  # `reproduce --epochs N`: compared after epoch N of the recorded run
+    at = f"after epoch {epochs}" + (f" of the recorded {recorded}" if short else "")
+    prints = _epoch_prints(o)
+    was = o.get("fingerprint") if not short else prints[epochs - 1] if len(prints) >= epochs else None
+    now = n.get("fingerprint")
+    why = ("it was made before per-epoch fingerprints were recorded, or resumed from an older checkpoint; "
+           "reproduce it without --epochs to compare its final weights" if short else "its row has none")
+    compared = [f"weights: the fingerprint {at} (the weights and every epoch's loss and accuracy)" if _has(was) else
+                f"weights: not compared (the run recorded no fingerprint {at}: {why})"]
+    numbers = f"every loss and accuracy of epoch{f's 1-{epochs}' if epochs > 1 else ' 1'} (steps.csv)"
+    pairs = [(e, k, old_trace.get(e, {}).get(k), new_trace.get(e, {}).get(k)) for e in range(1, epochs + 1) for k in TRACE]
+    if short:
+        pairs = [] if any(a is None for _, _, a, _ in pairs) else pairs
+    elif any(a is None for _, _, a, _ in pairs):  # no (whole) steps.csv: what it has, else the row's final numbers
+        pairs = [p for p in pairs if p[2] is not None]
+        numbers = (f"the losses and accuracies steps.csv holds, of epoch(s) {', '.join(map(str, sorted({p[0] for p in pairs})))}"
+                   if pairs else "the final losses and accuracies (results; the run has no steps.csv)")
+        pairs = pairs or [(recorded, k, o.get(k), n.get(k)) for k in TRACE]
+    compared.append(f"numbers: {numbers}" if pairs else f"numbers: not compared (the run recorded no per-epoch "
+                                                        f"metrics for epochs 1-{epochs} in steps.csv)")
+    if _has(was) and was == now:
+        return Verdict(exp, mode, IDENTICAL, f"fingerprint {now}" + (f" {at}" if short else ""), compared,
+                       counted=strict, reproduced=True)
+    weights = (f"the weights differ (fingerprint {at}: {was} -> {now}{_first_difference(o, n, epochs)})"
+               if _has(was) else "the weights were not compared")
+    if not pairs:
+        return Verdict(exp, mode, "not comparable", weights, compared, counted=strict)
     worst = max(pairs, key=lambda p: _rel(p[2], p[3]))
     where = f"{worst[1]} at epoch {worst[0]}: {worst[2]!r} -> {worst[3]!r}"
     if _rel(worst[2], worst[3]) == 0:
-        return Verdict(exp, mode, IDENTICAL if epochs < recorded else TOLERANT,
-                       f"every loss and accuracy of epoch{'s 1-' if epochs > 1 else ' '}{epochs} equal bit for bit; {note}",
-                       counted=strict, reproduced=epochs < recorded)
+        return Verdict(exp, mode, TOLERANT, f"every loss and accuracy compared is equal bit for bit, but {weights}",
+                       compared, counted=strict)
     if _rel(worst[2], worst[3]) <= TOLERANCE_REL:
         return Verdict(exp, mode, TOLERANT, f"every loss and accuracy within {TOLERANCE_REL:g} relative "
-                       f"(largest: {where}); {note}", counted=strict)
-    acc = ((old_trace[epochs].get("val_acc"), new_trace.get(epochs, {}).get("val_acc")) if epochs < recorded
+                       f"(largest: {where}); {weights}", compared, counted=strict)
+    acc = ((old_trace[epochs].get("val_acc"), new_trace.get(epochs, {}).get("val_acc")) if short
            else (o.get("val_acc"), n.get("val_acc")))
     return Verdict(exp, mode, DIFFERENT, f"val_acc {_f(acc[0])} -> {_f(acc[1])}"
-                   f"{f' at epoch {epochs}' if epochs < recorded else ''}; largest "
-                   f"difference {_rel(worst[2], worst[3]):.1e} relative ({where}); {note}", counted=strict)
+                   f"{f' at epoch {epochs}' if short else ''}; largest "
+                   f"difference {_rel(worst[2], worst[3]):.1e} relative ({where}); {weights}", compared,
+                   counted=strict)
+
+
+def _epoch_prints(row: dict) -> list:
+    """The row's fingerprint after each epoch (results column `epoch_fingerprints`); [] in rows
+    recorded before it (or a damaged cell)."""
+    import json
+
+    text = row.get("epoch_fingerprints")
+    if not _has(text):
+        return []
+    try:
+        prints = json.loads(text)
+    except (TypeError, ValueError):
+        return []
+    return prints if isinstance(prints, list) else []
+
+
+def _first_difference(o: dict, n: dict, epochs: int) -> str:
+    """Where the weights first differ, when both rows recorded every epoch's fingerprint."""
+    a, b = _epoch_prints(o), _epoch_prints(n)
+    if len(a) < epochs or len(b) < epochs or any(not isinstance(x, str) for x in a[:epochs] + b[:epochs]):
+        return ""
+    first = next((e for e in range(epochs) if a[e] != b[e]), None)
+    return "" if first is None or epochs == 1 else f"; they first differ after epoch {first + 1}"
 
 
 def _learned(exp: str, o: dict, n: dict) -> Verdict:
@@ -116,41 +170,62 @@ def _learned(exp: str, o: dict, n: dict) -> Verdict:
     if bad is not None:
         bad.counted = mode == "strict"
         return bad
+    compared = ["the learned kernel (its weights as recorded, JSON) and the final loss"]
     same = o.get("learned_kernel") == n.get("learned_kernel") and o.get("loss_final") == n.get("loss_final")
     if same:
-        return Verdict(exp, mode, IDENTICAL, f"learned kernel and final loss {n.get('loss_final')!r}",
+        return Verdict(exp, mode, IDENTICAL, f"learned kernel and final loss {n.get('loss_final')!r}", compared,
                        counted=mode == "strict", reproduced=True)
     rel = _rel(o.get("loss_final"), n.get("loss_final"))
     verdict = TOLERANT if rel <= TOLERANCE_REL else DIFFERENT
     return Verdict(exp, mode, verdict, f"final loss {o.get('loss_final')!r} -> {n.get('loss_final')!r} "
                    f"({rel:.1e} relative; tolerance {TOLERANCE_REL:g}); learned kernel "
-                   f"{'equal' if o.get('learned_kernel') == n.get('learned_kernel') else 'differs'}",
+                   f"{'equal' if o.get('learned_kernel') == n.get('learned_kernel') else 'differs'}", compared,
                    counted=mode == "strict")
 
 
 def _timings(exp: str, o: list[dict], n: list[dict]) -> Verdict:
+    """Each row's status, and the median times of the rows timed both times."""
     before = {(r["variant"], r["size"]): r for r in o}
-    changed = [f"{r['variant']} {r['size']}: {before[(r['variant'], r['size'])]['status']} -> {r['status']}"
-               for r in n if (r["variant"], r["size"]) in before and before[(r["variant"], r["size"])]["status"] != r["status"]]
-    ratios = sorted(r["time_median_s"] / before[(r["variant"], r["size"])]["time_median_s"] for r in n
-                    if _has(r.get("time_median_s")) and _has(before.get((r["variant"], r["size"]), {}).get("time_median_s")))
-    moved = (f"median time {ratios[len(ratios) // 2] - 1:+.0%} (median over {len(ratios)} rows; timings are "
-             f"measurements, not bitwise results: `report` compares them against their spread)" if ratios else "no timed rows")
+    pairs = [(before[(r["variant"], r["size"])], r) for r in n if (r["variant"], r["size"]) in before]
+    unrecorded = [f"{r['variant']} {r['size']}" for r in n if (r["variant"], r["size"]) not in before]
+    changed = [f"{a['variant']} {a['size']}: {a['status']} -> {b['status']}" for a, b in pairs if a["status"] != b["status"]]
+    again = {}  # status -> rows that ended so both times (not ok)
+    for a, b in pairs:
+        if a["status"] == b["status"] != "ok":
+            again.setdefault(b["status"], []).append(b)
+    ratios = sorted(b["time_median_s"] / a["time_median_s"] for a, b in pairs
+                    if _has(b.get("time_median_s")) and _has(a.get("time_median_s")))
+    parts = changed + [f"{len(rows)} of {len(n)} row(s) {status} again ({_rows_named(rows)})" for status, rows in again.items()]
+    parts.append(f"median time {ratios[len(ratios) // 2] - 1:+.0%} (median over {len(ratios)} rows; timings are "
+                 f"measurements, not bitwise results: `report` compares them against their spread)" if ratios
+                 else "no row was timed both times")
+    if unrecorded:
+        parts.append(f"{len(unrecorded)} row(s) the recorded run has not ({', '.join(unrecorded)}): not compared")
+    elif not changed and not again:
+        parts.insert(0, "every row ran as recorded")
     failed = [r for r in n if r["status"] == "failed"]
-    return Verdict(exp, n[0]["determinism"], DIFFERENT if changed else "timings",
-                   ("; ".join(changed) + "; " if changed else "every row ran as recorded; ") + moved,
+    compared = [f"statuses of {len(pairs)} row(s) (ok, failed, capped) and the errors of those that did not end ok",
+                f"timings: the median times of {len(ratios)} row(s) timed both times (measurements, not bitwise "
+                f"results: never held to the exit code)" if ratios else "timings: none (no row was timed both times)"]
+    verdict = DIFFERENT if changed else "failed as recorded" if failed else "timings"
+    return Verdict(exp, n[0]["determinism"], verdict, "; ".join(parts), compared,
                    counted=bool(failed), reproduced=not failed)
 
 
+def _rows_named(rows: list[dict]) -> str:
+    first = rows[0].get("error")
+    return ", ".join(f"{r['variant']} {r['size']}" for r in rows) + (f"; first error: {first}" if _has(first) else "")
+
+
 def causes(o: dict, n: dict, old_env: dict, new_env: dict) -> list[str]:
-    """The recorded settings that differ between the two runs, `what: old -> new`; else why none can explain it."""
+    """The recorded settings that differ between the two runs, `what: old -> new` (and fast mode's note)."""
     out = [f"{label}: {_short(o.get(k))} -> {_short(n.get(k))}" for k, label in ROW_FIELDS.items()
            if _has(o.get(k)) and str(o.get(k)) != str(n.get(k))]
     out += [f"{label}: {_short(old_env.get(k))} -> {_short(new_env.get(k))}" for k, label in ENV_FIELDS.items()
             if k in old_env and str(old_env.get(k)) != str(new_env.get(k))]
     if n.get("determinism") == "fast":
         out.append("fast mode: nondeterministic kernels (cuDNN autotuning, TF32, compile) are allowed")
-    return out or ["no recorded difference explains it (same settings, data, code and environment)"]
+    return out
 
 
 def _trace(steps, exp: str) -> dict[int, dict[str, float]]:
@@ -194,17 +269,26 @@ def exit_code(verdicts: list[Verdict], rerun_failed: bool) -> int:
     return 0 if all(v.ok for v in verdicts) and not rerun_failed else 1
 
 
-def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str) -> str:
-    width = max([len(v.experiment) for v in verdicts] + [10])
+def format_verdicts(verdicts: list[Verdict], old_id: str, new_id: str, not_judged: list[str] = ()) -> str:
+    """The verdict lines, then one per experiment of the recorded suite that was `not_judged` (the
+    recorded run has no row of it), then the summary."""
+    width = max([len(v.experiment) for v in verdicts] + [len(e) for e in not_judged] + [10])
     lines = [f"verdict: {old_id} (recorded) -> {new_id} (now)"]
     for v in verdicts:
+        pad = f"  {'':<{width}}  {'':<6}    "
         lines.append(f"  {v.experiment:<{width}}  {v.mode:<6}  {v.verdict}: {v.detail}")
-        lines += [f"  {'':<{width}}  {'':<6}    differs: {c}" if " -> " in c else f"  {'':<{width}}  {'':<6}    {c}"
-                  for c in v.causes]
+        lines += [f"{pad}compared: {c}" for c in v.compared]
+        lines += [f"{pad}differs: {c}" if " -> " in c else f"{pad}{c}" for c in v.causes]
+        if not any(" -> " in c for c in v.causes):
+            lines.append(f"{pad}differs: no recorded setting (same settings, data, code and environment)")
+    lines += [f"  {e:<{width}}  {'':<6}  not judged: the recorded run has no row of it" for e in not_judged]
     counted = [v for v in verdicts if v.counted]
     same = sum(v.reproduced for v in counted)
+    as_recorded = sum(v.verdict.endswith(" as recorded") for v in counted)
     lines.append((f"{same} of {len(counted)} strict experiment(s) reproduced bitwise" if counted
                   else "no experiment held to a bitwise reproduction")
+                 + (f" ({as_recorded} failed or diverged as recorded: a failure, not a reproduction)" if as_recorded else "")
                  + (f"; {len(verdicts) - len(counted)} not held to it (fast mode, or kernel timings)"
-                    if len(counted) < len(verdicts) else ""))
+                    if len(counted) < len(verdicts) else "")
+                 + (f"; {len(not_judged)} not judged (never run by the recorded run)" if not_judged else ""))
     return "\n".join(lines)
