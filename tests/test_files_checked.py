@@ -76,6 +76,11 @@ DAMAGE = {  # (file, damage): (how, what the message says after "<file>: ")
                                                     "is not a JSON list of numbers"),
     ("results.csv", "device '5'"): (lambda p: _csv_cell(p, "device", "5"),
                                     "damaged results file: column device, row 1: '5' is not a device (valid: cpu, "),
+    ("results.parquet", "fingerprints not texts"): (lambda p: _parquet(p, epoch_fingerprints="[[1]]"),
+                                                    "damaged results file: column epoch_fingerprints, row 1: "
+                                                    "'[[1]]' is not a JSON list of fingerprints"),
+    ("merge.json", "deep"): (lambda p: p.write_text(DEEP), "nested deeper than 8 levels, not a merge.json"),
+    ("merge.json", "a list"): (lambda p: p.write_text("[]"), "not a merge.json (a JSON list, not an object)"),
     ("results.csv", "bad boolean"): (lambda p: _csv_cell(p, "git_dirty", "maybe"),
                                      "damaged results file: column git_dirty, row 1: 'maybe' is not True or False"),
     ("steps.csv", "not UTF-8"): (lambda p: p.write_bytes(b"\xff\xfe\x00garbage\n"),
@@ -109,7 +114,7 @@ DAMAGE = {  # (file, damage): (how, what the message says after "<file>: ")
 }
 READS = {  # command -> the files it reads from the run directory it is given
     "merge": {"results.parquet", "results.csv", "steps.csv", "state.json", "env.json", "suite.yaml"},
-    "reproduce": {"results.parquet", "results.csv", "steps.csv", "state.json", "env.json", "suite.yaml"},
+    "reproduce": {"results.parquet", "results.csv", "steps.csv", "state.json", "env.json", "suite.yaml", "merge.json"},
     "report": {"results.parquet", "results.csv"},
     "dashboard": {"results.parquet", "results.csv"},
     "sync": {"results.parquet"},  # (the journal logged both results files: one missing is refused first)
