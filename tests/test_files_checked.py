@@ -76,6 +76,11 @@ DAMAGE = {  # (file, damage): (how, what the message says after "<file>: ")
                                                     "is not a JSON list of numbers"),
     ("results.csv", "device '5'"): (lambda p: _csv_cell(p, "device", "5"),
                                     "damaged results file: column device, row 1: '5' is not a device (valid: cpu, "),
+    ("results.parquet", "fingerprints not texts"): (lambda p: _parquet(p, epoch_fingerprints="[[1]]"),
+                                                    "damaged results file: column epoch_fingerprints, row 1: "
+                                                    "'[[1]]' is not a JSON list of fingerprints"),
+    ("merge.json", "deep"): (lambda p: p.write_text(DEEP), "nested deeper than 8 levels, not a merge.json"),
+    ("merge.json", "a list"): (lambda p: p.write_text("[]"), "not a merge.json (a JSON list, not an object)"),
     ("results.csv", "bad boolean"): (lambda p: _csv_cell(p, "git_dirty", "maybe"),
                                      "damaged results file: column git_dirty, row 1: 'maybe' is not True or False"),
     ("steps.csv", "not UTF-8"): (lambda p: p.write_bytes(b"\xff\xfe\x00garbage\n"),
@@ -109,7 +114,7 @@ DAMAGE = {  # (file, damage): (how, what the message says after "<file>: ")
 }
 READS = {  # command -> the files it reads from the run directory it is given
     "merge": {"results.parquet", "results.csv", "steps.csv", "state.json", "env.json", "suite.yaml"},
-    "reproduce": {"results.parquet", "results.csv", "steps.csv", "state.json", "env.json", "suite.yaml"},
+    "reproduce": {"results.parquet", "results.csv", "steps.csv", "state.json", "env.json", "suite.yaml", "merge.json"},
     "report": {"results.parquet", "results.csv"},
     "dashboard": {"results.parquet", "results.csv"},
     "sync": {"results.parquet"},  # (the journal logged both results files: one missing is refused first)
@@ -262,7 +267,7 @@ def test_a_run_in_the_store_that_run_did_not_log_is_warned_and_the_report_goes_o
     assert "corr2d" in out and "native" in out
 
 
-RESUMED = [k for k in DAMAGE if k[0] in ("state.json", "suite.yaml", "steps.csv", "results.parquet")]
+RESUMED = [k for k in DAMAGE if k[0] in ("state.json", "suite.yaml", "steps.csv", "results.parquet", "env.json")]
 
 
 @pytest.mark.parametrize("file,damage", RESUMED, ids=[f"{f}-{d}" for f, d in RESUMED])
@@ -340,3 +345,23 @@ def test_dashboard_of_a_kernel_row_without_an_input_size_draws_the_rest(shards, 
     err = capsys.readouterr().err
     assert code == 0 and "Traceback" not in err, err
     assert "Kernel experiment a" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_sync_of_a_folder_skips_a_damaged_run_directory_with_a_warning_and_syncs_the_rest(shards, tmp_path):
+    """Found below a folder: the damaged run directory is named and skipped, the others are synced,
+    exit 1 (something given was not synced); named itself, it is exit 2 (the parametrised test above)."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path / "copied"
+    bad, good = (shutil.copytree(d, folder / "kfiles" / d.name) for d in shards)
+    _cut(bad / "results.parquet")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("sync", folder, "--tracking-uri", uri)
+    assert proc.returncode == 1, proc.stderr
+    warning, summary = [line for line in proc.stderr.strip().splitlines() if " INFO mlflow" not in line]
+    assert warning.startswith(f"warning: {bad / 'results.parquet'}: not a readable results file (ArrowInvalid: ")
+    assert warning.endswith("; nothing was synced; skipped") and summary.startswith("1 run directory skipped (named")
+    assert f"synced {good}: " in proc.stdout and str(bad) not in proc.stdout
+    names = {r.info.run_name for r in MlflowClient(tracking_uri=uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()])}
+    assert good.name in names and bad.name not in names

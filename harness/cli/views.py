@@ -71,8 +71,7 @@ def cmd_dashboard(args) -> int:
 def cmd_sync(args) -> int:
     from harness.track.sync import sync_paths
 
-    sync_paths(args.paths, args.tracking_uri, args.out)
-    return 0
+    return sync_paths(args.paths, args.tracking_uri, args.out)
 
 
 def cmd_ui(args) -> int:

@@ -202,16 +202,19 @@ def load(path: Path | str):
     if bad.any():  # printed as where the row ran ("made on 5")
         _bad_value(path, "device", df["device"], bad, "a device (valid: cpu, cuda, cuda:N, mps)")
     for name, (kind, valid) in JSON_COLUMNS.items():  # text the report, plots and dashboard parse
-        bad = pd.Series([isinstance(v, str) and not _json_of(v, kind) for v in df[name]], dtype=bool)
+        bad = pd.Series([isinstance(v, str) and not _json_of(v, kind, _ITEMS.get(name)) for v in df[name]],
+                        dtype=bool)
         if bad.any():
             _bad_value(path, name, df[name], bad, valid)
     return df
 
 
-JSON_COLUMNS = {"config": (dict, "a JSON object"), "learned_kernel": (list, "a JSON list of numbers")}
+JSON_COLUMNS = {"config": (dict, "a JSON object"), "learned_kernel": (list, "a JSON list of numbers"),
+                "epoch_fingerprints": (list, "a JSON list of fingerprints")}
+_ITEMS = {"learned_kernel": (int, float), "epoch_fingerprints": (str,)}  # what a JSON list column holds
 
 
-def _json_of(text: str, kind: type) -> bool:
+def _json_of(text: str, kind: type, items: tuple | None) -> bool:
     import json
 
     from harness.core.jsonfile import deeper_than
@@ -222,7 +225,7 @@ def _json_of(text: str, kind: type) -> bool:
         return False
     if not isinstance(value, kind) or deeper_than(value, 34):  # a suite nests 32 levels (suite.yamlfile)
         return False
-    return kind is not list or all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    return items is None or all(isinstance(x, items) and not isinstance(x, bool) for x in value)
 
 
 def _typed(col, dtype: str, path: Path, name: str, csv: bool):

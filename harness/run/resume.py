@@ -18,7 +18,6 @@ Each is refused rather than recorded: none of them can be changed mid-run and st
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.core.errors import UserError
@@ -27,12 +26,12 @@ from harness.core.errors import UserError
 def recorded(path: Path) -> dict:
     """The settings a run directory's env.json recorded (those it has): device, device_name,
     world_size, threads, git_commit, torch."""
-    try:
-        env = json.loads((Path(path) / "env.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    from harness.run.runfiles import read_env
+
+    file = Path(path) / "env.json"
+    if not file.exists():
         return {}
-    if not isinstance(env, dict):
-        return {}
+    env = read_env(file)  # validated: a damaged one is exit 2 naming it, before anything runs
     device = str(env.get("device") or "").split(":")[0]
     out = {"device": device or None, "world_size": env.get("world_size"), "threads": env.get("torch_threads"),
            "git_commit": env.get("git_commit"), "torch": env.get("torch"),

@@ -88,6 +88,8 @@ def reopen(path: Path, suite, shard: Shard | None = None) -> RunDir:
         raise UserError(f"--resume {path}: the suite changed since that run ({suite_file} differs from "
                         f"{suite.path} as resolved now); resume with the same suite, seed and -k, or start a new run")
     state = runfiles.read_state(state_file)
+    if (path / "env.json").exists():  # read again (and kept) when the resumed run writes its end
+        runfiles.read_env(path / "env.json")
     run = RunDir(path, state["run_id"], state["parent_run_id"], state["children"], resumed=True,
                  tracking_uri=state.get("tracking_uri", ""),
                  shard=parse_shard(state.get("shard", "0/1"), {}, flag=f"{state_file}: shard"))

@@ -1,13 +1,13 @@
 """Reading back the files a run directory holds, each validated before anything uses it.
 
-    df = read_results(run_dir)      # results.parquet (or .csv): the schema of harness.run.results
+    df = read_results(run_dir)      # results.parquet (or .csv): harness.run.results.load, re-exported
     steps = read_steps(run_dir / "steps.csv")
     state, env = read_state(run_dir / "state.json"), read_env(run_dir / "env.json")
     suite = read_suite(run_dir / "suite.yaml")
 
 Run directories are copied between machines, cut short by full disks and kills, and sometimes are
-not the harness's at all; `report`, `dashboard`, `merge`, `reproduce` and `sync` read them through
-these functions and nothing else. Every problem is a UserError (exit 2) whose message starts with
+not the harness's at all; `report`, `dashboard`, `merge`, `reproduce`, `sync`, `run --resume` and
+`launch --resume` read them through these functions and nothing else. Every problem is a UserError (exit 2) whose message starts with
 the file: damaged (truncated, not UTF-8, not JSON/CSV/parquet), over a size bound, nested
 absurdly deep, a duplicate key, foreign or missing columns, a value of the wrong type. A command
 given the file (or its run directory) stops there; a command scanning a results root catches the

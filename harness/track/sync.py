@@ -238,11 +238,28 @@ def _fill_run_ids(run_dir: Path, table, by_name: dict[str, str]) -> None:
         results.save([r | {"mlflow_run_id": i} for r, i in zip(rows, ids)], run_dir)
 
 
-def sync_paths(paths: list[Path], tracking_uri: str | None, out: Path) -> None:
+def sync_paths(paths: list[Path], tracking_uri: str | None, out: Path) -> int:
     """`harness sync`: every run directory under `paths` (all checked before anything is logged)
-    into the store, one line each."""
+    into the store, one line each. A run directory given that fails its check is an error (nothing
+    synced); one found below a folder given is named in a warning and skipped, the others are
+    synced, and the exit status is 1."""
+    import sys
+
     rundir.check_out(out, "dir", example="results/")  # its mlflow.db and mlartifacts/: never in a run directory
-    plans = [check_run_dir(run_dir) for run_dir in find_run_dirs(paths)]  # before the store is touched
+    plans, skipped = [], 0
+    for path in map(Path, paths):  # every check before the store is touched
+        for run_dir in find_run_dirs([path]):
+            if run_dir == path:
+                plans.append(check_run_dir(run_dir))
+                continue
+            try:
+                plans.append(check_run_dir(run_dir))
+            except UserError as e:  # one bad copy among many: the others are still worth logging
+                print(f"warning: {e}; skipped", file=sys.stderr)
+                skipped += 1
+    if not plans:
+        raise UserError(f"sync {', '.join(map(str, paths))}: no run directory could be synced ({skipped} skipped, "
+                        f"named above)")
     from harness.track.tracking import MlflowTracker, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(out)
@@ -253,3 +270,7 @@ def sync_paths(paths: list[Path], tracking_uri: str | None, out: Path) -> None:
                                                 ("unchanged", o.unchanged)) if v]
         print(f"synced {run_dir}: {', '.join(parts)} (experiment {o.suite!r}, parent run {o.parent_run_id})")
     print(f"MLflow: {uri}")
+    if skipped:
+        print(f"{skipped} run director{'y' if skipped == 1 else 'ies'} skipped (named above): not synced; "
+              f"copy them again, or sync them one by one to see each refusal", file=sys.stderr)
+    return 1 if skipped else 0

@@ -137,12 +137,15 @@ def incomplete(rec: Recorded, not_run: list[str], only: str | None) -> tuple[str
 def _merge_gaps(path: Path) -> str:
     """A merged run's missing and unfinished shards (merge.json, harness.scale.merge), e.g.
     "1/2 missing"; "" for a run that is no merge, or a merge of every shard, each finished."""
-    try:
-        merged = json.loads((path / "merge.json").read_text())
-    except (OSError, ValueError):
+    from harness.core import jsonfile
+
+    file = path / "merge.json"
+    if not file.exists():
         return ""
+    jsonfile.check_file(file, 16 << 20, "a merge.json")  # read before anything runs: damaged is exit 2, named
+    merged = jsonfile.read_json(file, what="a merge.json", max_bytes=16 << 20, max_depth=8)
     if not isinstance(merged, dict):
-        return ""
+        raise UserError(f"{file}: not a merge.json (a JSON {type(merged).__name__}, not an object)")
     runs = merged.get("runs") if isinstance(merged.get("runs"), dict) else {}
     missing = [str(s) for s in merged["missing"]] if isinstance(merged.get("missing"), list) else []
     unfinished = [str(s) for s, r in runs.items() if isinstance(r, dict) and r.get("finished") is False]
