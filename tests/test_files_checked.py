@@ -365,3 +365,14 @@ def test_sync_of_a_folder_skips_a_damaged_run_directory_with_a_warning_and_syncs
     names = {r.info.run_name for r in MlflowClient(tracking_uri=uri).search_runs(
         [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()])}
     assert good.name in names and bad.name not in names
+
+
+def test_launch_progress_skips_journal_lines_that_are_not_records(tmp_path):
+    """The live progress counts a shard's ended child runs from its journal while it is written; a
+    line nested 100,000 levels deep or a JSON list (a damaged or foreign file) is not a record."""
+    from harness.scale.progress import rows_done
+
+    lines = ['{"op": "start", "id": "p"}', '[1, "end"]', '{"end": ' + DEEP + "}",
+             '{"op": "end", "id": "c1", "status": "FINISHED"}', '{"op": "end", "id": "p", "status": "FINISHED"}']
+    (tmp_path / "tracking.jsonl").write_text("\n".join(lines) + "\n")
+    assert rows_done(tmp_path) == 1

@@ -196,12 +196,25 @@ def test_a_record_out_of_shape_is_refused_with_its_line(copy, tmp_path, mlflow_u
     refused(copy, tmp_path, mlflow_uri, f"{copy / journal.FILE}:{line}: ", expected)
 
 
-def test_nothing_is_synced_when_one_of_several_run_directories_is_bad(honest, tmp_path, mlflow_uri):
+def test_a_bad_run_directory_among_several_is_named_and_skipped_and_nothing_of_it_synced(honest, tmp_path,
+                                                                                          mlflow_uri):
+    """Found below a folder: the bad one (an artifact outside it) is named in a warning and nothing of
+    it is logged; the good one is synced; exit 1. Named itself it is refused whole (the tests above)."""
     folder = tmp_path / "node"
-    shutil.copytree(honest, folder / "a-good")
+    good = Path(shutil.copytree(honest, folder / "a-good"))
     bad = Path(shutil.copytree(honest, folder / "b-bad"))
     tamper(bad, "artifacts", lambda r: r["paths"].append("/etc/passwd"), last=True)
-    refused(folder, tmp_path, mlflow_uri, f"{bad / journal.FILE}:")  # and a-good, checked first, not synced
+    proc = run_cli("sync", folder, "--tracking-uri", mlflow_uri, "--out", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if " INFO mlflow" not in line]
+    assert len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"warning: {bad / journal.FILE}:") and lines[0].endswith("; skipped"), proc.stderr
+    assert lines[1].startswith("1 run directory skipped (named above): not synced"), proc.stderr
+    assert f"synced {good}: " in proc.stdout and str(bad) not in proc.stdout
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {r.data.tags.get("run_dir") for r in runs if "mlflow.parentRunId" not in r.data.tags} == {str(honest)}
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1  # the good copy's parent alone
 
 
 def test_a_damaged_results_file_is_refused_before_anything_is_logged(copy, tmp_path, mlflow_uri):
