@@ -86,3 +86,29 @@ def test_a_full_disk_is_said_once_and_only_what_was_written_is_claimed(small_dis
     again = run_cli(*resume[3:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert set(statuses(db)) == {"FINISHED"} and len(statuses(db)) == 3
+
+
+def test_a_reproduction_on_a_full_disk_says_so_once_and_claims_only_what_was_written(small_disk, tmp_path):
+    """The recorded run on a disk with room; its reproduction into the full one: the same one line for the
+    full disk as `run`, no traceback, no verdict, no file claimed that is not there, and the command that
+    gives a verdict once there is space."""
+    suite = write_suite(tmp_path / "fd.yaml", SUITE)
+    recorded = run_cli("run", suite, "--device", "cpu", "--out", tmp_path / "results", "--no-tracking",
+                       cwd=tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    (run_dir,) = (tmp_path / "results" / "fd").iterdir()
+    fill(small_disk, 200)
+    p = run_cli("reproduce", run_dir, "--no-tracking", "--out", small_disk, cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr
+    assert "Traceback" not in err and len(err.splitlines()) < 25, err
+    assert "error: the reproduction stopped: the disk is full (No space left on device)" in err, err
+    assert "verdict:" not in p.stdout and "no verdict" in err, err
+    (partial,) = (small_disk / "fd").iterdir()
+    claimed = re.search(r"finished rows are in \S+ \(([a-z, ]+)[;)]", err)
+    for name in (claimed.group(1).split(", ") if claimed else []):
+        assert {"results": "results.parquet", "steps": "steps.csv", "report": "report.md"}[name] in \
+            {f.name for f in partial.iterdir()}, err
+    if not claimed:
+        assert "finished rows could not be written into" in err and not (partial / "results.parquet").exists()
+    assert f"run `python -m harness reproduce {run_dir}` again for one" in err

@@ -210,8 +210,8 @@ def test_an_interrupted_reproduce_names_its_partial_run_directory(recorded, tmp_
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 143, err
     (partial,) = (tmp_path / "out" / "smoke").iterdir()
-    assert f"interrupted (SIGTERM): 0 finished rows of the reproduction are in {partial}, a partial run: no " \
-           f"verdict; run `python -m harness reproduce {run_dir}` again for one" in err
+    assert f"interrupted (SIGTERM): the reproduction stopped early, no verdict: 0 finished rows are in {partial} " \
+           f"(results, steps, report); run `python -m harness reproduce {run_dir}` again for one" in err
     assert "Traceback" not in err and "verdict:" not in proc.stdout.read()
 
 

@@ -32,7 +32,7 @@ def add(sub) -> None:
 def cmd_reproduce(args) -> int:
     import tempfile
 
-    from harness.cli.runs import argv_is_cli, rank_failed_line
+    from harness.cli.runs import argv_is_cli, rank_failed_line, why_stopped
     from harness.core import distributed
     from harness.run import rundir
     from harness.views import reproduce, verdict
@@ -71,7 +71,7 @@ def cmd_reproduce(args) -> int:
         except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
             if getattr(e, "run_dir", None) is None:
                 raise
-            say(f"error: the reproduction stopped: {e}\n{_partial(e, args.run)}", file=sys.stderr)
+            say(f"error: the reproduction stopped: {why_stopped(e)}\n{_partial(e, args.run)}", file=sys.stderr)
             return 1
         if not here.writer:
             return 0
@@ -89,8 +89,10 @@ def _partial(e: BaseException, run: str) -> str:
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "nothing was written (the reproduction had not started)"
-    return (f"{getattr(e, 'rows', 0)} finished rows of the reproduction are in {run_dir}, a partial run: no verdict; "
-            f"run `python -m harness reproduce {run}` again for one")
+    from harness.cli.runs import kept
+
+    again = f"run `python -m harness reproduce {run}` again"
+    return f"the reproduction stopped early, no verdict: {kept(e, run_dir, again)}; {again} for one"
 
 
 COMMANDS = {"reproduce": cmd_reproduce}

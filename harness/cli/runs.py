@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
     except OSError as e:  # a full disk, a results root that vanished: the runs were still closed
         if getattr(e, "run_dir", None) is None:
             raise
-        print(f"error: the run stopped: {_why(e)}\n{_stopped(e, args, tracker)}", file=sys.stderr)
+        print(f"error: the run stopped: {why_stopped(e)}\n{_stopped(e, args, tracker)}", file=sys.stderr)
         return 1
     if not here.writer:  # rank 0 reports the outcome and exits 1 if a row failed: exiting 1 first here would
         return 0          # make torchrun end rank 0 (SIGTERM) before it printed the summary
@@ -204,7 +204,7 @@ def _stopped(e: BaseException, args, tracker) -> str:
     run_dir = getattr(e, "run_dir", None)
     if run_dir is None:
         return "nothing was written (the run had not started)"
-    return f"{_kept(e, run_dir)}{_closed(e, tracker, run_dir)}\nContinue it with:\n  {resume_command(args, run_dir)}"
+    return f"{kept(e, run_dir)}{_closed(e, tracker, run_dir)}\nContinue it with:\n  {resume_command(args, run_dir)}"
 
 
 def resume_command(args, run_dir: Path, device: str | None = None, threads: int | None = None,
@@ -233,7 +233,7 @@ def resume_command(args, run_dir: Path, device: str | None = None, threads: int 
     return (f"OMP_NUM_THREADS={threads} " if threads is not None else "") + shlex.join(cmd)
 
 
-def _why(error: BaseException | None) -> str:
+def why_stopped(error: BaseException | None) -> str:
     """An error in a few words: a full disk (ENOSPC, or SQLite's "database or disk is full" inside
     MLflow's exception) said so, else the error's first line."""
     import errno
@@ -249,17 +249,18 @@ def _why(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _kept(e: BaseException, run_dir) -> str:
-    """Which of the run's files its cleanup wrote (runner._abort): only those are claimed."""
+def kept(e: BaseException, run_dir, again: str = "`--resume` runs them again") -> str:
+    """Which of the run's files its cleanup wrote (runner._abort): only those are claimed; `again`: what
+    makes the rows that could not be written."""
     from harness.run.runner import WRITTEN
 
     rows, written = getattr(e, "rows", 0), getattr(e, "written", WRITTEN)
     if tuple(written) == WRITTEN:
         return f"{rows} finished rows are in {run_dir} (results, steps, report)"
     missing = ", ".join(w for w in WRITTEN if w not in written)
-    why = _why(getattr(e, "write_error", None))
+    why = why_stopped(getattr(e, "write_error", None))
     if not written:
-        return f"the {rows} finished rows could not be written into {run_dir}: {why}; `--resume` runs them again"
+        return f"the {rows} finished rows could not be written into {run_dir}: {why}; {again}"
     return f"{rows} finished rows are in {run_dir} ({', '.join(written)}; not written: {missing}: {why})"
 
 
@@ -273,7 +274,7 @@ def _closed(e: BaseException, tracker, run_dir) -> str:
     later = "`--resume` below continues them"
     if getattr(e, "journal_error", None) is None:  # the journal has the close: a sync replays it
         later += f", or `python -m harness sync {run_dir}` ends them KILLED"
-    return (f".\n{len(unclosed)} open MLflow run(s) could not be ended: {_why(tracker.close_error)}; they stay "
+    return (f".\n{len(unclosed)} open MLflow run(s) could not be ended: {why_stopped(tracker.close_error)}; they stay "
             f"RUNNING until {later}, once there is space.")
 
 
