@@ -30,7 +30,7 @@ One training cell of the seed notebook, unchanged in substance (``--model``, def
 
 The model code (``init_cnn``, ``LeNet``; ``vgg_block``, ``VGG``; ``Residual``, ``ResNet`` with
 ``block`` and ``__init__`` added by ``d2l.add_to_class``, ``ResNet18``) is copied below from the
-notebook (``/work/shared/seed/000_7475bdd7891cc833.txt``) word for word, with three repairs where
+notebook (``../shared/seed/000_7475bdd7891cc833.txt``) word for word, with three repairs where
 the notebook's text cannot run as printed; each repair restores d2l 1.0.3's own code (the
 installed ``d2l.Residual`` and the book's 8.6), as ``harness/models/resnet.py`` does:
 
@@ -81,8 +81,8 @@ Options and deviations from the notebook (none changes the computation, except `
   ``num_workers=4``.  torchvision is still called with ``download=True`` as d2l does, but it finds
   the uncompressed IDX files under ``<data-root>/FashionMNIST/raw/`` and never downloads or checks
   md5s.  If those files are missing the script gunzips them from ``--source-raw`` (the offline copy
-  in ``/work/shared/data/FashionMNIST/raw``).  The sha256 of each uncompressed file is recorded and
-  compared with the values in ``/work/shared/data/README.md`` (the image files are a re-ordered
+  in ``../shared/data/FashionMNIST/raw``).  The sha256 of each uncompressed file is recorded and
+  compared with the values in ``../shared/data/README.md`` (the image files are a re-ordered
   rebuild of upstream's, so results may differ slightly from runs on upstream's files).
 * Headless: ``MPLBACKEND=Agg``.  With plotting on, ``ProgressBoard.draw`` still does everything it
   does in a notebook: ``use_svg_display()`` (which creates an IPython ``InteractiveShell``), re-plots
@@ -180,7 +180,7 @@ import types
 os.environ["MPLBACKEND"] = "Agg"
 os.environ.setdefault("IPYTHONDIR", "/tmp/d2l-ipython")
 
-RAW_FILES = {  # uncompressed name -> sha256 (from /work/shared/data/README.md)
+RAW_FILES = {  # uncompressed name -> sha256 (from ../shared/data/README.md)
     "train-images-idx3-ubyte": "38f293c4a3881af2a3950da2d9954219bc9c3be886ca598c16807d354b06895e",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
     "t10k-images-idx3-ubyte": "5f9736a4bcf7606c3eb59c072ae9c6b7d185a31d51df40d6fed6002c324cb812",

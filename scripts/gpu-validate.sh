@@ -26,9 +26,9 @@
 #   HARNESS_GIT_COMMIT   the checkout's commit, recorded in env.json where the copy has no .git
 #   HARNESS_GIT_DIRTY    0 when that commit is clean (git status), so the gate's baseline can name it
 #
-# On the device tool (see /work/.library/device/README.md): carry .whl (scripts/device-wheels.txt
-# and benchmarks/d2l-wheels.txt, downloaded for Python 3.12) and .data, then e.g.
-#   run(command="HARNESS_GIT_COMMIT=<sha> scripts/gpu-validate.sh setup env strict determinism", carry=[".whl", ".data"])
+# On a GPU machine with no internet: copy .whl (scripts/device-wheels.txt and benchmarks/d2l-wheels.txt,
+# downloaded for Python 3.12) and .data beside the checkout, then e.g.
+#   HARNESS_GIT_COMMIT=<sha> scripts/gpu-validate.sh setup env strict determinism
 # Back here:   tar -xzf <files_at>/runs.tar.gz -C results/gpu/<gpu>/ && python -m harness sync results/gpu/<gpu>/
 set -uo pipefail
 

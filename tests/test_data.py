@@ -25,7 +25,7 @@ from harness.train.data import (
 
 N_TRAIN, N_VAL = 50, 20
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-# sha256[:16] of the decoded tensors of /work/shared/data (its README pins the files' sha256s)
+# sha256[:16] of the decoded tensors of ../shared/data (its README pins the files' sha256s)
 REAL_DIGESTS = {"train": "53903378e759584d", "val": "eac17110b979ae16", "all": "ab29592ab3f924b0"}
 
 
