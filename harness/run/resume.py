@@ -84,11 +84,12 @@ def check(path: Path, device: str, world_size: int, command) -> None:
                     f"made{where}: {fix} (or start a new run)")
 
 
-def check_shard(run_dir: Path, index: int, launch_dir: Path, local: bool) -> None:
+def check_shard(run_dir: Path, index: int, launch_dir: Path, threads: str | None) -> None:
     """`launch --resume`: refuse, before anything is submitted, to continue a shard's run under
-    another commit or torch than it was made with, or (`local`: the shards are this process's
-    children and inherit its environment) other CPU threads on CPU. Another launcher's shards get
-    their threads and device from the scheduler: their own `run --resume` checks those."""
+    another commit or torch than it was made with, or other CPU threads on CPU: `threads`, the
+    OMP_NUM_THREADS the local launcher will give it (its shards are this process's children). Another
+    launcher's shards (`threads` None) get their threads and device from the scheduler: their own
+    `run --resume` checks those."""
     import harness
     import torch
 
@@ -97,8 +98,9 @@ def check_shard(run_dir: Path, index: int, launch_dir: Path, local: bool) -> Non
     before = recorded(run_dir)
     now = {"device": before.get("device"), "torch": torch.__version__,
            "git_commit": envinfo.git_info(Path(harness.__file__).resolve().parent).get("git_commit")}
-    if local:
-        now["threads"] = torch.get_num_threads()
+    if threads is not None:  # what torch takes from OMP_NUM_THREADS; anything else, torch itself says
+        now["threads"] = int(threads) if threads.strip().isascii() and threads.strip().isdigit() \
+            else torch.get_num_threads()
     diff = differences({k: v for k, v in before.items() if k in now}, now)
     if not diff:
         return

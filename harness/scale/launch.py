@@ -196,9 +196,14 @@ def resume(launch_dir: Path, tracking_uri: str | None = None) -> int:
             todo.append(job["index"])
     from harness.run import resume as resumed
 
+    threads = None  # local shards inherit this process's environment: the threads they will get
+    if state["launcher"] == "local":
+        from harness.scale.launchers.local import shard_threads
+
+        threads = shard_threads(state["shards"])
     for i in todo:  # what each unfinished shard was made under, before anything is submitted
         if (run_dir := _run_dir(jobs[i], suite.name)) is not None:
-            resumed.check_shard(run_dir, i, launch_dir, local=state["launcher"] == "local")
+            resumed.check_shard(run_dir, i, launch_dir, threads=threads)
     kept = len(jobs) - len(todo)
     print(f"launch --resume {launch_dir}: resubmitting {len(todo)} shard(s) "
           f"({', '.join(str(i) for i in todo) or 'none'}); {kept} finished or still running", file=sys.stderr)

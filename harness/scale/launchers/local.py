@@ -23,6 +23,12 @@ from harness.core import envinfo
 from harness.scale.launchers.base import Launcher, ShardJob
 
 
+def shard_threads(count: int) -> str:
+    """The OMP_NUM_THREADS a local shard of a `count`-shard launch gets (what `launch --resume` checks
+    a shard's run against): this process's where set, else the CPUs shared out."""
+    return os.environ.get("OMP_NUM_THREADS") or str(max(1, envinfo.usable_cpus() // count))
+
+
 class LocalLauncher(Launcher):
     name = "local"
 
@@ -32,7 +38,7 @@ class LocalLauncher(Launcher):
 
     def submit(self, job: ShardJob) -> str:
         env = os.environ | job.env
-        env.setdefault("OMP_NUM_THREADS", str(max(1, envinfo.usable_cpus() // job.count)))
+        env.setdefault("OMP_NUM_THREADS", shard_threads(job.count))
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log, "ab") as log:
             proc = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
