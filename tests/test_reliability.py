@@ -278,7 +278,7 @@ def test_input_errors_exit_2_and_create_nothing(tmp_path, mlflow_uri):
     (tmp_path / "cut_store").mkdir()  # an SQLite file cut short: the right header, then nothing
     (tmp_path / "cut_store" / "mlflow.db").write_bytes(Path(mlflow_uri[len("sqlite:///"):]).read_bytes()[:1000])
     _input_error(tmp_path, suite, "--out", tmp_path / "cut_store", out=tmp_path / "cut_store",
-                 expect="mlflow.db: cannot be opened")
+                 expect="mlflow.db: a damaged SQLite database (database disk image is malformed)")
 
     server = _SilentServer()
     proc = _input_error(tmp_path, suite, "--out", tmp_path / "srv", "--tracking-uri", server.uri,
