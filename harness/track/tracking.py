@@ -135,10 +135,13 @@ class MlflowTracker:
         """Get or create the suite's experiment, open the parent run, log params and tags.
 
         `at_ms` (here and below): the time to record instead of now, when a journal is replayed."""
+        from harness.run import interrupt
+
         self.experiment_id = self._experiment_id(suite, params.get("description"))
-        run = self.client.create_run(self.experiment_id, start_time=at_ms or _now_ms(), run_name=run_name)
-        self.parent_run_id = run.info.run_id
-        self._open.append(self.parent_run_id)
+        with interrupt.deferred():  # a run created is a run close() knows of: a signal waits for the list
+            run = self.client.create_run(self.experiment_id, start_time=at_ms or _now_ms(), run_name=run_name)
+            self.parent_run_id = run.info.run_id
+            self._open.append(self.parent_run_id)
         self.log_params(self.parent_run_id, params=params, tags=tags)
         return self.parent_run_id
 
@@ -146,29 +149,38 @@ class MlflowTracker:
         """Open a child run of the parent in the same experiment; log its params and tags."""
         if not self.parent_run_id:
             raise RuntimeError("start_child() called before start()")
-        run = self.client.create_run(
-            self.experiment_id,
-            start_time=at_ms or _now_ms(),
-            tags={PARENT_RUN_TAG: self.parent_run_id},
-            run_name=name,
-        )
-        run_id = run.info.run_id
-        self._open.append(run_id)
+        from harness.run import interrupt
+
+        with interrupt.deferred():  # as in start(): created and listed, or neither
+            run = self.client.create_run(
+                self.experiment_id,
+                start_time=at_ms or _now_ms(),
+                tags={PARENT_RUN_TAG: self.parent_run_id},
+                run_name=name,
+            )
+            run_id = run.info.run_id
+            self._open.append(run_id)
         self.log_params(run_id, params=params, tags=tags)
         return run_id
 
     def resume(self, suite: str, parent_run_id: str) -> str:
         """Continue an earlier invocation's parent run (`run --resume`): RUNNING again, no new run."""
+        from harness.run import interrupt
+
         self.experiment_id = self._experiment_id(suite)
         self.parent_run_id = parent_run_id
-        self.client.update_run(parent_run_id, status="RUNNING")
-        self._open.append(parent_run_id)
+        with interrupt.deferred():  # as in start(): RUNNING again and listed, or neither
+            self.client.update_run(parent_run_id, status="RUNNING")
+            self._open.append(parent_run_id)
         return parent_run_id
 
     def resume_child(self, run_id: str) -> str:
         """Continue a child run that an interrupted invocation left open or KILLED."""
-        self.client.update_run(run_id, status="RUNNING")
-        self._open.append(run_id)
+        from harness.run import interrupt
+
+        with interrupt.deferred():
+            self.client.update_run(run_id, status="RUNNING")
+            self._open.append(run_id)
         return run_id
 
     def knows_run(self, run_id: str) -> bool:
