@@ -18,9 +18,9 @@
 #   (summary always runs last, whatever stages were asked for)
 #
 # Environment (defaults in brackets):
-#   DATA_DIR [.data]   folder holding FashionMNIST/raw/*.gz (carry a copy of ../shared/data)
-#   OUT [$OUT, else results/gpu-validate]   where the packed outputs go (at most 8 files come back
-#                      from the device tool: summary.md, runs.tar.gz, kernels-$DEVICE.json, env.json, log.txt)
+#   DATA_DIR [.data]   folder holding FashionMNIST/raw/*.gz (a copy of ../shared/data)
+#   OUT [$OUT, else results/gpu-validate]   where the packed outputs go, a few files to copy back:
+#                      summary.md, runs.tar.gz, kernels-$DEVICE.json, env.json, log.txt
 #   WORK [/tmp/harness-validate]   run directories and the install; kept between calls on a warm machine
 #   DEVICE [cuda]  PYTHON [python3]  KERNEL_SUITE STRICT_SUITE FAST_SUITE CI_SUITE  (suite files)
 #   HARNESS_GIT_COMMIT   the checkout's commit, recorded in env.json where the copy has no .git
